@@ -306,9 +306,14 @@ class T5(nn.Module):
         return T5State(enc_keys, enc_values, enc_bias, keys, values, key_valid, max_len)
 
     def step(self, state: T5State, tokens: torch.Tensor, position: int):
-        """Feeds `tokens` (N,) at decoder position `position`; returns logits (N,V), hidden (N,D) there."""
-        if not 0 <= position < state.max_len:
-            raise ValueError(f"t5: position {position} outside the cache (max_len {state.max_len})")
+        """Feeds `tokens` (N,) at decoder position `position`; returns logits (N,V), hidden (N,D) there.
+
+        The last buffer position (max_len - 1) is refused: officially its query is always invalid (it has no next
+        token), so it attends uniformly; the decode loops never read it.
+        """
+        if not 0 <= position < state.max_len - 1:
+            raise ValueError(f"t5: position {position} outside 0..max_len-2 (max_len {state.max_len}); the official "
+                             "decoder never reads the last position")
         if position > 0:   # official target validity of the previous position: its next token is not 0
             state.key_valid[:, position - 1] = tokens != 0
         state.key_valid[:, position] = True   # the next token is unknown; official placeholder (EOS) is > 0
