@@ -354,6 +354,19 @@ def annotations(scene: Scene) -> dict:
             "utterance_centres": centres.round(5).tolist(), "utterance_boxes": boxes.round(5).tolist()}
 
 
+def write_example(seed: int, out_dir, name: str) -> None:
+    """examples/: <name>.png (the scene at its native size) + <name>.json (annotations())."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sc = make_scene(seed)
+    write_png(out / f"{name}.png", sc.image)
+    ann = {"generator": f"pixelllm_ref.scenes.write_example({seed}, out_dir, {name!r})", **annotations(sc)}
+    (out / f"{name}.json").write_text(json.dumps(ann, indent=1) + "\n")
+
+
 def write_png(path, rgb: np.ndarray) -> None:
     """Writes an (h, w, 3) uint8 array as PNG with Pillow."""
     from PIL import Image
