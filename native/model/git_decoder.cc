@@ -1,0 +1,309 @@
+#include "model/git_decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "core/error.h"
+#include "cpu/gemm.h"
+#include "cpu/norm.h"
+#include "cpu/vec.h"
+#include "runtime/kv_cache.h"
+
+namespace pixelllm::model {
+
+using core::ErrorCode;
+using core::Tensor;
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+void gelu_erf_inplace(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.f + std::erf(x[i] * 0.70710678118654752f));
+}
+
+Tensor concat_rows(const Tensor& a, const Tensor& b, const Tensor& c) {
+  Tensor out = Tensor::empty({a.numel() + b.numel() + c.numel()});
+  std::memcpy(out.data(), a.data(), a.nbytes());
+  std::memcpy(out.data() + a.numel(), b.data(), b.nbytes());
+  std::memcpy(out.data() + a.numel() + b.numel(), c.data(), c.nbytes());
+  return out;
+}
+
+void check_tokens(const int32_t* t, int n, int vocab, const char* what) {
+  for (int i = 0; i < n; ++i)
+    PIXELLLM_CHECK(t[i] >= 0 && t[i] < vocab, InvalidText,
+                   std::string("git_decoder: ") + what + " token " + std::to_string(t[i]) + " at " +
+                       std::to_string(i) + " outside the vocabulary [0, " + std::to_string(vocab) + ")");
+}
+
+}  // namespace
+
+GitDecoderConfig GitDecoderConfig::from_json(const core::Json& config) {
+  core::JsonReader r = core::JsonReader(config, "config.json").object("git_decoder");
+  GitDecoderConfig c;
+  c.hidden_size = static_cast<int>(r.get_int("hidden_size", 1, 1 << 16));
+  c.num_heads = static_cast<int>(r.get_int("num_heads", 1, 1024));
+  c.num_layers = static_cast<int>(r.get_int("num_layers", 1, 1024));
+  c.intermediate_size = static_cast<int>(r.get_int("intermediate_size", 1, 1 << 18));
+  c.max_positions = static_cast<int>(r.get_int("max_positions", 1, 1 << 16));
+  c.vocab_size = static_cast<int>(r.get_int("vocab_size", 1, 1 << 24));
+  c.visual_dim = static_cast<int>(r.get_int("visual_dim", 1, 1 << 16));
+  c.attention_ln_eps = static_cast<float>(r.get_number("attention_ln_eps", 0, 1, 1e-5));
+  c.output_ln_eps = static_cast<float>(r.get_number("output_ln_eps", 0, 1, 1e-12));
+  c.embedding_ln_eps = static_cast<float>(r.get_number("embedding_ln_eps", 0, 1, 1e-8));
+  c.visual_ln_eps = static_cast<float>(r.get_number("visual_ln_eps", 0, 1, 1e-5));
+  PIXELLLM_CHECK(c.hidden_size % c.num_heads == 0, ModelFormat,
+                 "config.json:git_decoder: hidden_size " + std::to_string(c.hidden_size) +
+                     " is not a multiple of num_heads " + std::to_string(c.num_heads));
+  return c;
+}
+
+// ---- per-request state ------------------------------------------------------------------------------------------
+
+class GitDecoder::State final : public TextDecoderState {
+ public:
+  State(const GitDecoderConfig& c, const TextDecoderLimits& lim)
+      : limits(lim),
+        prefix(c.num_layers, c.num_heads, c.hidden_size / c.num_heads, lim.max_visual + std::max(lim.max_context, 0)) {
+    const int d = c.hidden_size;
+    const int prefix_cap = prefix.capacity();
+    rows_cap = std::max(prefix_cap, lim.max_sequences);
+    seqs.reserve(lim.max_sequences);
+    spare.reserve(lim.max_sequences);
+    for (int i = 0; i < lim.max_sequences; ++i) {
+      seqs.emplace_back(c.num_layers, c.num_heads, d / c.num_heads, lim.max_text);
+      spare.emplace_back(c.num_layers, c.num_heads, d / c.num_heads, lim.max_text);
+    }
+    auto alloc = [&](int64_t cols) { return Tensor::empty({static_cast<int64_t>(rows_cap), cols}); };
+    x = alloc(d);
+    qkv = alloc(3 * d);
+    ctx = alloc(d);
+    att = alloc(d);
+    inter = alloc(c.intermediate_size);
+    scores = Tensor::empty({static_cast<int64_t>(prefix_cap) + lim.max_text});
+  }
+
+  TextDecoderLimits limits;
+  runtime::KvCache prefix;
+  std::vector<runtime::KvCache> seqs, spare;
+  int rows_cap = 0;
+  Tensor x, qkv, ctx, att, inter, scores;
+
+  void set_sequences(int n) { num_sequences_ = n; }
+  void set_position(int p) { position_ = p; }
+};
+
+// ---- loading ----------------------------------------------------------------------------------------------------
+
+GitDecoder::GitDecoder(const GitDecoderConfig& c, const core::SafeTensors& w) : cfg_(c) {
+  const int64_t d = c.hidden_size, v = c.vocab_size, ff = c.intermediate_size;
+  const std::string p = "git_decoder.";
+  vis_w_ = w.get(p + "visual_projection.0.weight", {d, c.visual_dim});
+  vis_b_ = w.get(p + "visual_projection.0.bias", {d});
+  vis_ln_g_ = w.get(p + "visual_projection.1.weight", {d});
+  vis_ln_b_ = w.get(p + "visual_projection.1.bias", {d});
+  word_ = w.get(p + "embeddings.word_embeddings.weight", {v, d});
+  pos_ = w.get(p + "embeddings.position_embeddings.weight", {c.max_positions, d});
+  emb_ln_g_ = w.get(p + "embeddings.LayerNorm.weight", {d});
+  emb_ln_b_ = w.get(p + "embeddings.LayerNorm.bias", {d});
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string l = p + "encoder.layer." + std::to_string(i) + ".";
+    Layer L;
+    L.qkv_w = concat_rows(w.get(l + "attention.self.query.weight", {d, d}), w.get(l + "attention.self.key.weight", {d, d}),
+                          w.get(l + "attention.self.value.weight", {d, d}));
+    L.qkv_b = concat_rows(w.get(l + "attention.self.query.bias", {d}), w.get(l + "attention.self.key.bias", {d}),
+                          w.get(l + "attention.self.value.bias", {d}));
+    L.out_w = w.get(l + "attention.output.dense.weight", {d, d});
+    L.out_b = w.get(l + "attention.output.dense.bias", {d});
+    L.ln1_g = w.get(l + "attention.output.LayerNorm.weight", {d});
+    L.ln1_b = w.get(l + "attention.output.LayerNorm.bias", {d});
+    L.inter_w = w.get(l + "intermediate.dense.weight", {ff, d});
+    L.inter_b = w.get(l + "intermediate.dense.bias", {ff});
+    L.out2_w = w.get(l + "output.dense.weight", {d, ff});
+    L.out2_b = w.get(l + "output.dense.bias", {d});
+    L.ln2_g = w.get(l + "output.LayerNorm.weight", {d});
+    L.ln2_b = w.get(l + "output.LayerNorm.bias", {d});
+    layers_.push_back(std::move(L));
+  }
+  PIXELLLM_CHECK(!w.has(p + "encoder.layer." + std::to_string(c.num_layers) + ".attention.self.query.weight"),
+                 ConfigMismatch, "git_decoder: the weights have more layers than config num_layers");
+  out_w_ = w.get(p + "output.weight", {v, d});
+  out_b_ = w.get(p + "output.bias", {v});
+}
+
+std::unique_ptr<GitDecoder> GitDecoder::load(const core::Json& config, const core::SafeTensors& weights) {
+  return std::make_unique<GitDecoder>(GitDecoderConfig::from_json(config), weights);
+}
+
+std::unique_ptr<TextDecoderState> GitDecoder::new_state(const TextDecoderLimits& lim) const {
+  PIXELLLM_CHECK(lim.max_visual >= 1 && lim.max_visual <= 4096 && lim.max_context >= 0 && lim.max_context <= 4096,
+                 LimitExceeded, "git_decoder: prefix limits out of range (visual 1..4096, context 0..4096)");
+  PIXELLLM_CHECK(lim.max_text >= 1 && lim.max_text <= cfg_.max_positions, LimitExceeded,
+                 "git_decoder: max_text " + std::to_string(lim.max_text) + " outside 1.." +
+                     std::to_string(cfg_.max_positions) + " (the position table)");
+  PIXELLLM_CHECK(lim.max_sequences >= 1 && lim.max_sequences <= 64, LimitExceeded,
+                 "git_decoder: max_sequences " + std::to_string(lim.max_sequences) + " outside 1..64");
+  return std::make_unique<State>(cfg_, lim);
+}
+
+// ---- compute ----------------------------------------------------------------------------------------------------
+
+void GitDecoder::embed(const int32_t* tokens, int n, int start, float* out) const {
+  const int d = cfg_.hidden_size;
+  for (int i = 0; i < n; ++i) {
+    const float* wv = word_.data() + static_cast<int64_t>(tokens[i]) * d;
+    const float* pv = pos_.data() + static_cast<int64_t>(start + i) * d;
+    float* o = out + static_cast<int64_t>(i) * d;
+    for (int j = 0; j < d; ++j) o[j] = wv[j] + pv[j];
+  }
+  cpu::layer_norm(out, n, d, emb_ln_g_.data(), emb_ln_b_.data(), cfg_.embedding_ln_eps, out);
+}
+
+void GitDecoder::finish_layer(const Layer& L, State& s, int rows) const {
+  const int d = cfg_.hidden_size, ff = cfg_.intermediate_size;
+  // a = LN1(x + dense(ctx))
+  cpu::linear(s.ctx.data(), rows, d, L.out_w.data(), L.out_b.data(), d, s.x.data(), /*accumulate=*/true);
+  cpu::layer_norm(s.x.data(), rows, d, L.ln1_g.data(), L.ln1_b.data(), cfg_.attention_ln_eps, s.att.data());
+  // x = LN2(a + W2 gelu(W1 a))
+  cpu::linear(s.att.data(), rows, d, L.inter_w.data(), L.inter_b.data(), ff, s.inter.data());
+  gelu_erf_inplace(s.inter.data(), static_cast<int64_t>(rows) * ff);
+  cpu::linear(s.inter.data(), rows, ff, L.out2_w.data(), L.out2_b.data(), d, s.att.data(), /*accumulate=*/true);
+  cpu::layer_norm(s.att.data(), rows, d, L.ln2_g.data(), L.ln2_b.data(), cfg_.output_ln_eps, s.x.data());
+}
+
+void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visual, const int32_t* context,
+                         int n_context, int num_sequences) const {
+  State& s = static_cast<State&>(base);
+  const int d = cfg_.hidden_size, hd = d / cfg_.num_heads;
+  if (context == nullptr) n_context = 0;
+  PIXELLLM_CHECK(n_visual >= 1 && n_visual <= s.limits.max_visual, LimitExceeded,
+                 "git_decoder: " + std::to_string(n_visual) + " visual tokens, state allows 1.." +
+                     std::to_string(s.limits.max_visual));
+  PIXELLLM_CHECK(n_context >= 0 && n_context <= s.limits.max_context, LimitExceeded,
+                 "git_decoder: " + std::to_string(n_context) + " context tokens, state allows " +
+                     std::to_string(s.limits.max_context));
+  PIXELLLM_CHECK(n_context <= cfg_.max_positions, LimitExceeded,
+                 "git_decoder: context longer than the position table");
+  PIXELLLM_CHECK(num_sequences >= 1 && num_sequences <= s.limits.max_sequences, LimitExceeded,
+                 "git_decoder: num_sequences " + std::to_string(num_sequences) + " outside 1.." +
+                     std::to_string(s.limits.max_sequences));
+  check_tokens(context, n_context, cfg_.vocab_size, "context");
+
+  const int P = n_visual + n_context;
+  float* x = s.x.data();
+  cpu::linear(visual, n_visual, cfg_.visual_dim, vis_w_.data(), vis_b_.data(), d, x);
+  cpu::layer_norm(x, n_visual, d, vis_ln_g_.data(), vis_ln_b_.data(), cfg_.visual_ln_eps, x);
+  if (n_context > 0) embed(context, n_context, 0, x + static_cast<int64_t>(n_visual) * d);
+  uint8_t* valid = s.prefix.valid();
+  for (int j = 0; j < P; ++j) valid[j] = j < n_visual ? 1 : (context[j - n_visual] > 0 ? 1 : 0);
+  s.prefix.set_length(P);
+
+  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  float* sc = s.scores.data();
+  for (int li = 0; li < cfg_.num_layers; ++li) {
+    const Layer& L = layers_[li];
+    cpu::linear(x, P, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, s.qkv.data());
+    for (int r = 0; r < P; ++r) {
+      const float* row = s.qkv.data() + static_cast<int64_t>(r) * 3 * d;
+      s.prefix.write(li, r, row + d, row + 2 * d);
+    }
+    if (li == cfg_.num_layers - 1) break;  // the prefix's last-layer output is never read: only its K/V are
+    for (int r = 0; r < P; ++r) {
+      float* q = s.qkv.data() + static_cast<int64_t>(r) * 3 * d;
+      for (int h = 0; h < cfg_.num_heads; ++h) {
+        float* qh = q + h * hd;
+        cpu::vec::scale(qh, scale, hd);
+        const float* K = s.prefix.key(li, h);
+        for (int j = 0; j < P; ++j) sc[j] = valid[j] ? cpu::vec::dot(qh, K + static_cast<int64_t>(j) * hd, hd) : kNegInf;
+        runtime::softmax_inplace(sc, P);
+        runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, s.ctx.data() + static_cast<int64_t>(r) * d + h * hd,
+                               false);
+      }
+    }
+    finish_layer(L, s, P);
+  }
+  for (int i = 0; i < num_sequences; ++i) s.seqs[i].clear();
+  s.set_sequences(num_sequences);
+  s.set_position(0);
+}
+
+void GitDecoder::step(TextDecoderState& base, const int32_t* tokens, float* logits, float* hidden) const {
+  State& s = static_cast<State&>(base);
+  const int n = s.num_sequences(), pos = s.position();
+  const int d = cfg_.hidden_size, hd = d / cfg_.num_heads;
+  PIXELLLM_CHECK(n >= 1, Internal, "git_decoder: step before prefill");
+  PIXELLLM_CHECK(pos < s.limits.max_text, LimitExceeded,
+                 "git_decoder: text position " + std::to_string(pos) + " beyond the state's max_text " +
+                     std::to_string(s.limits.max_text));
+  check_tokens(tokens, n, cfg_.vocab_size, "text");
+
+  float* x = s.x.data();
+  for (int i = 0; i < n; ++i) embed(tokens + i, 1, pos, x + static_cast<int64_t>(i) * d);  // same position each
+  const int P = s.prefix.length();
+  const uint8_t* pvalid = s.prefix.valid();
+  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+  float* sc = s.scores.data();
+  for (int li = 0; li < cfg_.num_layers; ++li) {
+    const Layer& L = layers_[li];
+    cpu::linear(x, n, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, s.qkv.data());
+    for (int r = 0; r < n; ++r) {
+      float* q = s.qkv.data() + static_cast<int64_t>(r) * 3 * d;
+      runtime::KvCache& kv = s.seqs[r];
+      kv.write(li, pos, q + d, q + 2 * d);
+      for (int h = 0; h < cfg_.num_heads; ++h) {
+        float* qh = q + h * hd;
+        cpu::vec::scale(qh, scale, hd);
+        const float* K = s.prefix.key(li, h);
+        for (int j = 0; j < P; ++j)
+          sc[j] = pvalid[j] ? cpu::vec::dot(qh, K + static_cast<int64_t>(j) * hd, hd) : kNegInf;
+        const float* T = kv.key(li, h);
+        for (int j = 0; j <= pos; ++j) sc[P + j] = cpu::vec::dot(qh, T + static_cast<int64_t>(j) * hd, hd);
+        runtime::softmax_inplace(sc, P + pos + 1);
+        float* out = s.ctx.data() + static_cast<int64_t>(r) * d + h * hd;
+        runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, out, false);
+        runtime::weighted_rows(sc + P, pos + 1, kv.value(li, h), hd, out, true);
+      }
+    }
+    finish_layer(L, s, n);
+  }
+  for (int r = 0; r < n; ++r) {
+    s.seqs[r].valid()[pos] = 1;
+    s.seqs[r].set_length(pos + 1);
+  }
+  s.set_position(pos + 1);
+  if (hidden) std::memcpy(hidden, x, static_cast<size_t>(n) * d * sizeof(float));
+  if (logits) cpu::linear(x, n, d, out_w_.data(), out_b_.data(), cfg_.vocab_size, logits);
+}
+
+void GitDecoder::reorder(TextDecoderState& base, const int* parents) const {
+  State& s = static_cast<State&>(base);
+  const int n = s.num_sequences();
+  for (int i = 0; i < n; ++i)
+    PIXELLLM_CHECK(parents[i] >= 0 && parents[i] < n, Internal,
+                   "git_decoder: reorder parent " + std::to_string(parents[i]) + " out of range");
+  for (int i = 0; i < n; ++i) s.spare[i].copy_from(s.seqs[parents[i]]);
+  for (int i = 0; i < n; ++i) std::swap(s.seqs[i], s.spare[i]);
+}
+
+void GitDecoder::forward(const float* visual, int n_visual, const int32_t* context, int n_context,
+                         const int32_t* tokens, int n_tokens, float* logits, float* hidden) const {
+  // Text rows attend to the prefix and causally to text, and prefix rows never see text, so the official full
+  // pass equals prefill + one step per token (row by row).
+  TextDecoderLimits lim;
+  lim.max_visual = n_visual;
+  lim.max_context = context ? n_context : 0;
+  lim.max_text = n_tokens;
+  lim.max_sequences = 1;
+  auto state = new_state(lim);
+  prefill(*state, visual, n_visual, context, n_context, 1);
+  const int d = cfg_.hidden_size;
+  for (int i = 0; i < n_tokens; ++i)
+    step(*state, tokens + i, logits ? logits + static_cast<int64_t>(i) * cfg_.vocab_size : nullptr,
+         hidden ? hidden + static_cast<int64_t>(i) * d : nullptr);
+}
+
+}  // namespace pixelllm::model

@@ -1,0 +1,76 @@
+// GIT text decoder (BERT layers as a prefix-LM), the `git_decoder` component.
+//
+// Follows the official scenic `pixel_llm/modeling/text_decoder.py` (TransformerDecoderTextualHead,
+// BertEncoderAsDecoder, WordAndPositionalEmbedding) and its PyTorch port `engines/reference/pixelllm_ref/
+// git_decoder.py`, whose converted weight names it reads (`git_decoder.encoder.layer.N.attention.self.query.weight`
+// ..., torch Linear layout (out, in)):
+//   prefix = [LN_1e-5(visual @ Wp + bp) ; LN_1e-8(word[ctx] + pos[0..Lc))]  (context id 0 = padding, masked)
+//   text   =  LN_1e-8(word[tok] + pos[i])                                  (positions restart at 0)
+//   each BERT layer: a = LN_1e-5(x + Wo·softmax((q·hd^-0.5) k^T + mask) v);  x = LN_1e-12(a + W2 gelu_erf(W1 a))
+//   mask: every row sees the valid prefix keys; prefix rows never see text; text rows see text causally.
+//   logits = x_text @ Wout + bout; the hidden state is x_text (the point head input).
+// Because prefix rows never attend to text, the prefix K/V are computed once (prefill) and every text step only
+// attends over the cache: no recomputation.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/json.h"
+#include "core/safetensors.h"
+#include "core/tensor.h"
+#include "model/text_decoder.h"
+
+namespace pixelllm::model {
+
+struct GitDecoderConfig {
+  int hidden_size = 0, num_heads = 0, num_layers = 0, intermediate_size = 0;
+  int max_positions = 0, vocab_size = 0, visual_dim = 0;
+  float attention_ln_eps = 1e-5f, output_ln_eps = 1e-12f, embedding_ln_eps = 1e-8f, visual_ln_eps = 1e-5f;
+
+  // Reads config.json's "git_decoder" section (MODEL_FORMAT / LIMIT_EXCEEDED with the key path).
+  static GitDecoderConfig from_json(const core::Json& config);
+};
+
+class GitDecoder final : public TextDecoder {
+ public:
+  // Reads and packs the weights (fused QKV). MODEL_FORMAT for missing tensors, CONFIG_MISMATCH for bad shapes.
+  GitDecoder(const GitDecoderConfig& config, const core::SafeTensors& weights);
+  static std::unique_ptr<GitDecoder> load(const core::Json& config, const core::SafeTensors& weights);
+
+  const GitDecoderConfig& config() const noexcept { return cfg_; }
+
+  const char* name() const noexcept override { return "git_decoder"; }
+  int hidden_size() const noexcept override { return cfg_.hidden_size; }
+  int vocab_size() const noexcept override { return cfg_.vocab_size; }
+  int visual_dim() const noexcept override { return cfg_.visual_dim; }
+  int max_text_positions() const noexcept override { return cfg_.max_positions; }
+
+  std::unique_ptr<TextDecoderState> new_state(const TextDecoderLimits& limits) const override;
+  void prefill(TextDecoderState& state, const float* visual, int n_visual, const int32_t* context, int n_context,
+               int num_sequences) const override;
+  void step(TextDecoderState& state, const int32_t* tokens, float* logits, float* hidden) const override;
+  void reorder(TextDecoderState& state, const int* parents) const override;
+  void forward(const float* visual, int n_visual, const int32_t* context, int n_context, const int32_t* tokens,
+               int n_tokens, float* logits, float* hidden) const override;
+
+ private:
+  struct Layer {
+    core::Tensor qkv_w, qkv_b;  // (3D, D), (3D): query rows, then key rows, then value rows
+    core::Tensor out_w, out_b, ln1_g, ln1_b;
+    core::Tensor inter_w, inter_b, out2_w, out2_b, ln2_g, ln2_b;
+  };
+  class State;
+
+  void embed(const int32_t* tokens, int n, int start_position, float* out) const;
+  // Post-attention half of a BERT layer over `rows` rows: x := LN2(a + FFN(a)), a = LN1(x + dense(ctx)).
+  void finish_layer(const Layer& layer, State& s, int rows) const;
+
+  GitDecoderConfig cfg_;
+  core::Tensor vis_w_, vis_b_, vis_ln_g_, vis_ln_b_;
+  core::Tensor word_, pos_, emb_ln_g_, emb_ln_b_;
+  std::vector<Layer> layers_;
+  core::Tensor out_w_, out_b_;
+};
+
+}  // namespace pixelllm::model
