@@ -1,0 +1,274 @@
+/**
+ * PixelLLM: the public model class. Loads a model directory (config.json, model.safetensors, tokenizer.json)
+ * into the native runtime and runs the tasks; every call is asynchronous and runs off the event loop.
+ */
+import { existsSync, statSync } from 'node:fs';
+import * as path from 'node:path';
+import { DisposedError, InternalError, InvalidArgumentError, InvalidBoxError, LimitExceededError, ModelNotFoundError, mapNative } from './errors';
+import { GenerationStream } from './generation';
+import { loadImage } from './image';
+import { Mask } from './masks';
+import { loadNative, packageRoot } from './native';
+import type { NativeBox, NativeCancelToken, NativeFeatures, NativeGenerateResult, NativeModel, NativeTokenEvent } from './native';
+import { TextTokenizer } from './tokenizer';
+import type { TokenTextStream } from './tokenizer';
+import type {
+  Box,
+  CaptionResult,
+  DenseCaption,
+  DenseOptions,
+  GenerateOptions,
+  Generation,
+  ImageInput,
+  ImageOptions,
+  LoadOptions,
+  ModelInfo,
+  ReferOptions,
+  ReferResult,
+  SegmentResult,
+  TokenEvent,
+} from './types';
+
+/** The trained demo model shipped with the package. */
+export function demoModelDir(): string {
+  return path.join(packageRoot(), 'engines', 'demo');
+}
+
+const featuresOf = new WeakMap<EncodedImage, NativeFeatures>();
+
+/** Encoded image features (cached encoder output): pass to any task to skip re-encoding. */
+export class EncodedImage {
+  readonly width: number;
+  readonly height: number;
+
+  /** @internal */
+  constructor(features: NativeFeatures) {
+    this.width = features.width;
+    this.height = features.height;
+    featuresOf.set(this, features);
+  }
+
+  /** Frees the features now (otherwise the garbage collector does); later use fails with DisposedError. */
+  dispose(): void {
+    featuresOf.get(this)?.dispose();
+  }
+}
+
+function checkOptionalInt(name: string, value: unknown, min: number, max: number): void {
+  if (value === undefined) return;
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+    throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}], got ${String(value)}`);
+  }
+}
+
+function toNativeBox(box: unknown): NativeBox {
+  if (!Array.isArray(box) || box.length !== 4 || box.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
+    throw new InvalidBoxError('box must be [x0, y0, x1, y1] with 4 finite numbers (pixels)');
+  }
+  return [box[0], box[1], box[2], box[3]];
+}
+
+function toEvent(e: NativeTokenEvent, text: string): TokenEvent {
+  return { index: e.index, token: e.token, text, point: [e.x, e.y], box: [...e.box] as Box, logprob: e.logprob };
+}
+
+export class PixelLLM implements AsyncDisposable {
+  readonly info: ModelInfo;
+
+  private constructor(private readonly native: NativeModel, readonly tokenizer: TextTokenizer) {
+    this.info = native.info() as ModelInfo;
+  }
+
+  /**
+   * Loads a model directory (default: the shipped demo model). Throws ModelNotFoundError, ModelFormatError,
+   * ConfigMismatchError, TokenizerMismatchError, BackendUnavailableError.
+   */
+  static async load(dir: string = demoModelDir(), options: LoadOptions = {}): Promise<PixelLLM> {
+    if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir must be a non-empty string');
+    const { backend = 'auto', threads = 0 } = options;
+    if (!['auto', 'cpu', 'tensorrt'].includes(backend)) {
+      throw new InvalidArgumentError(`backend must be 'auto', 'cpu' or 'tensorrt', got ${String(backend)}`);
+    }
+    checkOptionalInt('threads', threads, 0, 1024);
+    const abs = path.resolve(dir);
+    if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new ModelNotFoundError(`model directory not found: ${abs}`);
+    const tokenizer = await TextTokenizer.fromFile(path.join(abs, 'tokenizer.json'));
+    const binding = loadNative();
+    const native = await mapNative(() => binding.Model.load(abs, { backend, threads }));
+    const model = new PixelLLM(native, tokenizer);
+    try {
+      tokenizer.checkModel(model.info);
+    } catch (err) {
+      native.dispose();
+      throw err;
+    }
+    return model;
+  }
+
+  get disposed(): boolean {
+    return this.native.disposed;
+  }
+
+  private live(): NativeModel {
+    if (this.native.disposed) throw new DisposedError('the model was disposed');
+    return this.native;
+  }
+
+  /** Decodes (see loadImage) and encodes an image; the result can be reused across tasks. */
+  async encode(input: ImageInput | EncodedImage, options?: ImageOptions): Promise<EncodedImage> {
+    if (input instanceof EncodedImage) return input;
+    const native = this.live();
+    const rgb = await loadImage(input, options);
+    return new EncodedImage(await mapNative(() => native.encode(rgb.data, rgb.width, rgb.height)));
+  }
+
+  private async features(input: ImageInput | EncodedImage): Promise<NativeFeatures> {
+    const encoded = await this.encode(input);
+    const features = featuresOf.get(encoded);
+    if (!features) throw new InternalError('encoded image without features');
+    return features;
+  }
+
+  private cancelToken(signal: AbortSignal | undefined): { token: NativeCancelToken; release: () => void } {
+    const token = new (loadNative().CancelToken)();
+    if (signal?.aborted) token.cancel();
+    const onAbort = () => token.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    return { token, release: () => signal?.removeEventListener('abort', onAbort) };
+  }
+
+  private events(result: NativeGenerateResult, stream: TokenTextStream): TokenEvent[] {
+    return result.events.map((e) => toEvent(e, stream.push(e.token)));
+  }
+
+  private generation(
+    input: ImageInput | EncodedImage,
+    request: { task: 'caption' | 'describe'; box?: NativeBox },
+    options: GenerateOptions,
+  ): Generation {
+    checkOptionalInt('maxTokens', options.maxTokens, 0, this.info.maxCaptionLength);
+    checkOptionalInt('beams', options.beams, 1, 16);
+    const native = this.live();
+    const token = new (loadNative().CancelToken)();
+    return new GenerationStream(
+      {
+        run: async (emit) => {
+          const features = await this.features(input);
+          const stream = this.tokenizer.stream();
+          const events: TokenEvent[] = [];
+          const result = await native.generate(
+            features,
+            { ...request, maxTokens: options.maxTokens, beams: options.beams },
+            (e) => {
+              const event = toEvent(e, stream.push(e.token));
+              events.push(event);
+              emit(event);
+            },
+            token,
+          );
+          const caption: CaptionResult = {
+            text: this.tokenizer.decode(result.tokens),
+            tokens: Array.from(result.tokens),
+            events,
+            score: result.score,
+          };
+          if (result.box) caption.box = [...result.box] as Box;
+          return caption;
+        },
+        cancel: () => token.cancel(),
+      },
+      options.signal,
+    );
+  }
+
+  /** Captions the whole image; stream the words (with their points) or await `.result`. */
+  caption(input: ImageInput | EncodedImage, options: GenerateOptions = {}): Generation {
+    return this.generation(input, { task: 'caption' }, options);
+  }
+
+  /** Captions the region `box` ([x0, y0, x1, y1] pixels). */
+  describe(input: ImageInput | EncodedImage, box: Box, options: GenerateOptions = {}): Generation {
+    return this.generation(input, { task: 'describe', box: toNativeBox(box) }, options);
+  }
+
+  /** Finds the region a referring expression names: its box, and with `mask: true` its SAM mask. */
+  async refer(input: ImageInput | EncodedImage, expression: string, options: ReferOptions = {}): Promise<ReferResult> {
+    const native = this.live();
+    const { context, text } = this.tokenizer.referTokens(expression, this.info);
+    const limit = this.info.maxCaptionLength;
+    if (text.length > limit || context.length > limit) {
+      throw new LimitExceededError(`the expression has ${text.length} tokens with bos/eos, the model takes at most ${limit}`);
+    }
+    const features = await this.features(input);
+    const { token, release } = this.cancelToken(options.signal);
+    try {
+      const result = await mapNative(() =>
+        native.generate(
+          features,
+          { task: 'refer', contextTokens: Int32Array.from(context), textTokens: Int32Array.from(text), withMask: options.mask === true },
+          null,
+          token,
+        ),
+      );
+      if (!result.box) throw new InternalError('refer returned no box');
+      const out: ReferResult = {
+        box: [...result.box] as Box,
+        score: result.score,
+        tokens: Array.from(result.tokens),
+        events: this.events(result, this.tokenizer.stream()),
+      };
+      if (result.mask) {
+        out.mask = new Mask(result.mask.data, result.mask.width, result.mask.height);
+        out.maskScore = result.mask.iou;
+      }
+      return out;
+    } finally {
+      release();
+    }
+  }
+
+  /** SAM mask for a box prompt. */
+  async segment(input: ImageInput | EncodedImage, box: Box, options: { signal?: AbortSignal } = {}): Promise<SegmentResult> {
+    const native = this.live();
+    const nbox = toNativeBox(box);
+    const features = await this.features(input);
+    const { token, release } = this.cancelToken(options.signal);
+    try {
+      const m = await mapNative(() => native.segment(features, nbox, token));
+      return { mask: new Mask(m.data, m.width, m.height), score: m.iou, box: [...m.box] as Box };
+    } finally {
+      release();
+    }
+  }
+
+  /** Finds the objects in the image and captions each one. */
+  async denseCaption(input: ImageInput | EncodedImage, options: DenseOptions = {}): Promise<DenseCaption[]> {
+    const native = this.live();
+    checkOptionalInt('maxBoxes', options.maxBoxes, 0, 1000);
+    checkOptionalInt('maxTokens', options.maxTokens, 0, this.info.maxCaptionLength);
+    const features = await this.features(input);
+    const { token, release } = this.cancelToken(options.signal);
+    try {
+      const { maxBoxes, scoreThreshold, nmsIou, maxTokens } = options;
+      const items = await mapNative(() => native.dense(features, { maxBoxes, scoreThreshold, nmsIou, maxTokens }, token));
+      return items.map((it) => ({
+        box: [...it.box] as Box,
+        score: it.score,
+        text: this.tokenizer.decode(it.tokens),
+        tokens: Array.from(it.tokens),
+        captionScore: it.captionScore,
+      }));
+    } finally {
+      release();
+    }
+  }
+
+  /** Frees the native model; calls in flight finish, later calls fail with DisposedError. */
+  dispose(): void {
+    this.native.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+}

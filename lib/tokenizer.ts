@@ -1,0 +1,146 @@
+/**
+ * The model's text tokenizer: a Hugging Face tokenizer.json (BERT WordPiece for the GIT head, SentencePiece
+ * Unigram for T5) run by @huggingface/tokenizers (pure JS). Also builds the token sequences of the official
+ * input pipeline (scenic projects/pixel_llm io/ops.py) and decodes generated tokens incrementally for streaming.
+ */
+import { readFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { InvalidTextError, ModelFormatError, ModelNotFoundError, TokenizerMismatchError } from './errors';
+
+/** The official referring prompt prefix (configs/*_ref.py: context_prefix). */
+export const CONTEXT_PREFIX = 'where is ';
+
+export interface SpecialIds {
+  vocabSize: number;
+  bosTokenId: number;
+  eosTokenId: number;
+}
+
+export class TextTokenizer {
+  private constructor(private readonly tok: Tokenizer, readonly source: string) {}
+
+  /** Parses a tokenizer.json object (and an optional tokenizer_config.json object). */
+  static fromJSON(json: unknown, config: object = {}, source = '<memory>'): TextTokenizer {
+    if (typeof json !== 'object' || json === null || !('model' in json)) {
+      throw new ModelFormatError(`${source}: not a Hugging Face tokenizer.json (no "model")`);
+    }
+    try {
+      return new TextTokenizer(new Tokenizer(json, config), source);
+    } catch (err) {
+      throw new ModelFormatError(`${source}: cannot build the tokenizer: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Reads `file` (a tokenizer.json) or `<dir>/tokenizer.json`, with tokenizer_config.json beside it if present. */
+  static async fromFile(file: string): Promise<TextTokenizer> {
+    const target = file.endsWith('.json') ? file : path.join(file, 'tokenizer.json');
+    let text: string;
+    try {
+      text = await readFile(target, 'utf8');
+    } catch (err) {
+      throw new ModelNotFoundError(`cannot read tokenizer ${target}: ${(err as Error).message}`, { cause: err });
+    }
+    let config: object = {};
+    try {
+      config = JSON.parse(await readFile(path.join(path.dirname(target), 'tokenizer_config.json'), 'utf8')) as object;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new ModelFormatError(`bad tokenizer_config.json beside ${target}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (err) {
+      throw new ModelFormatError(`${target} is not valid JSON: ${(err as Error).message}`, { cause: err });
+    }
+    return TextTokenizer.fromJSON(json, config, target);
+  }
+
+  /** Number of ids, added tokens included. */
+  get vocabSize(): number {
+    return this.tok.get_vocab(true).size;
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.tok.id_to_token(id);
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.tok.token_to_id(token);
+  }
+
+  /** Token ids of `text`, without special tokens. */
+  encode(text: string): number[] {
+    if (typeof text !== 'string') throw new InvalidTextError('text must be a string');
+    return this.tok.encode(text, { add_special_tokens: false }).ids;
+  }
+
+  /** Text of `ids`; special tokens are dropped unless skipSpecial is false. */
+  decode(ids: ArrayLike<number>, { skipSpecial = true }: { skipSpecial?: boolean } = {}): string {
+    return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecial });
+  }
+
+  /** A decoder that turns tokens, one at a time, into the text each adds. */
+  stream(): TokenTextStream {
+    return new TokenTextStream(this);
+  }
+
+  /** Throws TokenizerMismatchError when this tokenizer cannot be the model's (ids out of range). */
+  checkModel(ids: SpecialIds): void {
+    const size = this.vocabSize;
+    if (size > ids.vocabSize) {
+      throw new TokenizerMismatchError(`${this.source} has ${size} tokens, more than the model's vocabulary (${ids.vocabSize})`);
+    }
+    for (const [name, id] of [['bos', ids.bosTokenId], ['eos', ids.eosTokenId]] as const) {
+      if (this.idToToken(id) === undefined) {
+        throw new TokenizerMismatchError(`${this.source} has no token for the model's ${name} id ${id}`);
+      }
+    }
+  }
+
+  /**
+   * Token sequences for a referring expression, as the official input pipeline builds them:
+   * context = tokenize("where is " + expression) + [eos] (no bos), text = [bos] + tokenize(expression) + [eos].
+   * Throws InvalidTextError for an empty expression or one without tokens; the caller checks the lengths.
+   */
+  referTokens(expression: string, ids: SpecialIds): { context: number[]; text: number[] } {
+    if (typeof expression !== 'string' || expression.trim() === '') {
+      throw new InvalidTextError('the referring expression must be a non-empty string');
+    }
+    const words = this.encode(expression);
+    if (words.length === 0) throw new InvalidTextError(`the expression ${JSON.stringify(expression)} has no tokens`);
+    return {
+      context: [...this.encode(CONTEXT_PREFIX + expression), ids.eosTokenId],
+      text: [ids.bosTokenId, ...words, ids.eosTokenId],
+    };
+  }
+}
+
+/**
+ * Incremental detokenizer: push(id) returns the text that id adds, such that the pieces concatenate to
+ * decode(all ids). WordPiece continuations ("##s") add no space; special tokens add ''.
+ */
+export class TokenTextStream {
+  private readonly ids: number[] = [];
+  private text = '';
+
+  constructor(private readonly tokenizer: TextTokenizer) {}
+
+  push(id: number): string {
+    this.ids.push(id);
+    const next = this.tokenizer.decode(this.ids);
+    // Normally decode(ids[..i]) extends decode(ids[..i-1]). Should a decoder rewrite earlier text, the piece is
+    // the tail from the first changed character (the pieces then overlap; `value` stays exact).
+    let common = 0;
+    while (common < this.text.length && common < next.length && this.text[common] === next[common]) common++;
+    this.text = next;
+    return next.slice(common);
+  }
+
+  /** The text so far. */
+  get value(): string {
+    return this.text;
+  }
+}

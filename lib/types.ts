@@ -1,0 +1,132 @@
+/** Public types of the pixelllm API. Coordinates are pixels of the ORIGINAL image, x right, y down. */
+import type { Sharp } from 'sharp';
+import type { Mask } from './masks';
+
+export type Backend = 'auto' | 'cpu' | 'tensorrt';
+
+export interface LoadOptions {
+  /** 'auto' (default): TensorRT when engines for this GPU exist, else CPU. */
+  backend?: Backend;
+  /** Worker threads for the CPU backend; 0 (default) = all cores. */
+  threads?: number;
+}
+
+/** [x0, y0, x1, y1] in pixels. */
+export type Box = [x0: number, y0: number, x1: number, y1: number];
+/** [x, y] in pixels. */
+export type Point = [x: number, y: number];
+
+/** Raw pixels: 8-bit (Buffer/Uint8Array) or 16-bit (Uint16Array) interleaved, 1-4 channels. */
+export interface RawImage {
+  data: Buffer | Uint8Array | Uint8ClampedArray | Uint16Array;
+  width: number;
+  height: number;
+  channels: 1 | 2 | 3 | 4;
+}
+
+/** A file path, encoded bytes (JPEG/PNG/WebP/TIFF/...), a sharp instance, or raw pixels. */
+export type ImageInput = string | Buffer | Uint8Array | Sharp | RawImage;
+
+export interface ImageOptions {
+  /** Refuse images with more pixels than this (LIMIT_EXCEEDED). Default 64 megapixels. */
+  maxPixels?: number;
+  /** Background that transparent pixels are flattened onto, 0..255 RGB. Default white. */
+  background?: [r: number, g: number, b: number];
+}
+
+/** One generated word piece with its location. */
+export interface TokenEvent {
+  /** 0-based position in the generated sequence. */
+  index: number;
+  /** Token id. */
+  token: number;
+  /** The text this token adds to the decoded string ('' for special tokens). */
+  text: string;
+  /** The token's point: centre of `box`. */
+  point: Point;
+  /** The two corners the point head predicts for this token. */
+  box: Box;
+  /** Log-probability of the token. */
+  logprob: number;
+}
+
+export interface GenerateOptions {
+  signal?: AbortSignal;
+  /** Maximum tokens to generate; default = the model's max_caption_length. */
+  maxTokens?: number;
+  /** 1 (default) = greedy, the official decode rules; > 1 = beam search. */
+  beams?: number;
+}
+
+export interface CaptionResult {
+  text: string;
+  tokens: number[];
+  events: TokenEvent[];
+  /** Mean log-probability (the official score). */
+  score: number;
+  /** A box predicted for the whole caption, when the model gives one. */
+  box?: Box;
+}
+
+/** What caption() and describe() return: iterate for events as they are generated, or await `.result`. */
+export interface Generation extends AsyncIterable<TokenEvent> {
+  readonly result: Promise<CaptionResult>;
+  /** Stops generating; the iterator ends and `.result` rejects with an AbortedError. */
+  cancel(): void;
+}
+
+export interface ReferOptions {
+  signal?: AbortSignal;
+  /** Also decode a SAM mask for the box. */
+  mask?: boolean;
+}
+
+export interface ReferResult {
+  box: Box;
+  score: number;
+  /** The expression's tokens (teacher-forced) and their per-token locations. */
+  tokens: number[];
+  events: TokenEvent[];
+  mask?: Mask;
+  /** The mask decoder's IoU prediction (with `mask`). */
+  maskScore?: number;
+}
+
+export interface SegmentResult {
+  mask: Mask;
+  /** The mask decoder's IoU prediction. */
+  score: number;
+  box: Box;
+}
+
+export interface DenseOptions {
+  signal?: AbortSignal;
+  maxBoxes?: number;
+  scoreThreshold?: number;
+  nmsIou?: number;
+  maxTokens?: number;
+}
+
+export interface DenseCaption {
+  box: Box;
+  /** Proposal score. */
+  score: number;
+  text: string;
+  tokens: number[];
+  captionScore: number;
+}
+
+export interface ModelInfo {
+  dir: string;
+  textDecoder: 'git_decoder' | 't5';
+  imageSize: number;
+  vocabSize: number;
+  bosTokenId: number;
+  eosTokenId: number;
+  padTokenId: number;
+  maxCaptionLength: number;
+  hasProposalHead: boolean;
+  hasMaskDecoder: boolean;
+  backend: 'cpu' | 'tensorrt';
+  threads: number;
+}
