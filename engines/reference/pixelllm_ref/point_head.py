@@ -71,7 +71,8 @@ class _Mlp(nn.Module):
 
 
 class PointHead(nn.Module):
-    """forward(feats (N, L, D), image_hw (N, 2) valid (h, w)) -> coords (N, L, P, 2) absolute px, logits (N, L, P, C+1)."""
+    """forward(feats (N, L, D), image_hw (N, 2) valid (h, w)) -> (coords (N, L, P, 2) absolute pixels of the
+    unpadded image, logits (N, L, P, 1 + num_classes))."""
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -86,11 +87,6 @@ class PointHead(nn.Module):
         out = out.reshape(out.shape[:-1] + (self.c["num_points"], 3 + self.c["num_classes"]))
         rel = (out[..., :2] + 1) * 0.5
         return points_to_absolute(rel, image_hw), out[..., 2:]
-
-
-def point_head(model: PointHead, feats: torch.Tensor, image_hw: torch.Tensor):
-    """Functional form of PointHead.forward (absolute corners of the unpadded image, raw logits)."""
-    return model(feats, image_hw)
 
 
 def image_shape_from_padding_mask(padding_mask: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformers.models.t5.modeling_t5 import T5Block, T5Config
+from transformers.models.t5.modeling_t5 import T5Block, T5Config, T5LayerNorm
 
 from .convert import ConversionError, OfficialParams
 
@@ -54,7 +54,6 @@ def config_from_official(official_cfg: dict) -> dict:
         keys = ("emb_dim", "num_heads", "num_encoder_layers", "num_decoder_layers", "head_dim", "mlp_dim")
         for k, v in zip(keys, _T5_SIZES[name]):
             td.setdefault(k, v)
-        td.setdefault("vocab_size", official_cfg.get("vocab_size", 32128))
     need = ("emb_dim", "num_heads", "num_encoder_layers", "num_decoder_layers", "head_dim", "mlp_dim")
     missing = [k for k in need if k not in td]
     if missing:
@@ -75,7 +74,7 @@ def config_from_official(official_cfg: dict) -> dict:
         "d_ff": int(td["mlp_dim"]),
         "num_encoder_layers": int(td["num_encoder_layers"]),
         "num_decoder_layers": int(td["num_decoder_layers"]),
-        "vocab_size": int(td.get("vocab_size", official_cfg["vocab_size"])),
+        "vocab_size": int(td.get("vocab_size", 32128)),   # T5TextualHead's own default, not the top-level one
         "relative_attention_num_buckets": 32,
         "relative_attention_max_distance": 128,
         "layer_norm_eps": 1e-6,
@@ -191,7 +190,7 @@ class _Stack(nn.Module):
         super().__init__()
         tc = T5Config(**{**tc.to_dict(), "is_decoder": decoder})
         self.block = nn.ModuleList([T5Block(tc, has_relative_attention_bias=(i == 0), layer_idx=i) for i in range(n)])
-        self.final_layer_norm = self.block[0].layer[0].layer_norm.__class__(tc.d_model, eps=tc.layer_norm_epsilon)
+        self.final_layer_norm = T5LayerNorm(tc.d_model, eps=tc.layer_norm_epsilon)
 
 
 class T5(nn.Module):
