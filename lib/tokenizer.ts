@@ -18,15 +18,23 @@ export interface SpecialIds {
 }
 
 export class TextTokenizer {
-  private constructor(private readonly tok: Tokenizer, readonly source: string) {}
+  private constructor(
+    private readonly tok: Tokenizer,
+    readonly source: string,
+    private readonly cleanUp: boolean,
+  ) {}
 
-  /** Parses a tokenizer.json object (and an optional tokenizer_config.json object). */
-  static fromJSON(json: unknown, config: object = {}, source = '<memory>'): TextTokenizer {
+  /**
+   * Parses a tokenizer.json object (and an optional tokenizer_config.json object). decode() equals the
+   * Hugging Face `tokenizers` library's Tokenizer.decode; when tokenizer_config.json sets
+   * clean_up_tokenization_spaces, the spaces before punctuation are also removed, as `transformers` does.
+   */
+  static fromJSON(json: unknown, config: { clean_up_tokenization_spaces?: boolean } = {}, source = '<memory>'): TextTokenizer {
     if (typeof json !== 'object' || json === null || !('model' in json)) {
       throw new ModelFormatError(`${source}: not a Hugging Face tokenizer.json (no "model")`);
     }
     try {
-      return new TextTokenizer(new Tokenizer(json, config), source);
+      return new TextTokenizer(new Tokenizer(json, config), source, config.clean_up_tokenization_spaces === true);
     } catch (err) {
       throw new ModelFormatError(`${source}: cannot build the tokenizer: ${(err as Error).message}`, { cause: err });
     }
@@ -41,9 +49,9 @@ export class TextTokenizer {
     } catch (err) {
       throw new ModelNotFoundError(`cannot read tokenizer ${target}: ${(err as Error).message}`, { cause: err });
     }
-    let config: object = {};
+    let config: { clean_up_tokenization_spaces?: boolean } = {};
     try {
-      config = JSON.parse(await readFile(path.join(path.dirname(target), 'tokenizer_config.json'), 'utf8')) as object;
+      config = JSON.parse(await readFile(path.join(path.dirname(target), 'tokenizer_config.json'), 'utf8')) as typeof config;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
         throw new ModelFormatError(`bad tokenizer_config.json beside ${target}: ${(err as Error).message}`, { cause: err });
@@ -79,7 +87,8 @@ export class TextTokenizer {
 
   /** Text of `ids`; special tokens are dropped unless skipSpecial is false. */
   decode(ids: ArrayLike<number>, { skipSpecial = true }: { skipSpecial?: boolean } = {}): string {
-    return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecial });
+    if (ids.length === 0) return '';
+    return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: this.cleanUp });
   }
 
   /** A decoder that turns tokens, one at a time, into the text each adds. */

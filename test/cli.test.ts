@@ -1,0 +1,37 @@
+import * as assert from 'node:assert/strict';
+import { InvalidArgumentError } from '../lib';
+import { parseCli } from '../lib/cli';
+
+describe('cli argument parsing', () => {
+  it('parses each subcommand', () => {
+    assert.deepEqual(parseCli(['caption', 'a.png', '--json']), {
+      command: 'caption', image: 'a.png', expression: undefined, model: undefined, backend: 'auto', threads: 0,
+      json: true, box: undefined, mask: false, render: undefined,
+    });
+    const r = parseCli(['refer', 'a.png', 'the', 'red', 'circle', '--mask', '--render', 'o.png', '--model', 'm']);
+    assert.equal(r.expression, 'the red circle');
+    assert.equal(r.mask, true);
+    assert.equal(r.render, 'o.png');
+    assert.equal(r.model, 'm');
+    assert.deepEqual(parseCli(['segment', 'a.png', '--box', '1,2,30.5,40']).box, [1, 2, 30.5, 40]);
+    assert.equal(parseCli(['describe', 'a.png', '--box', '0,0,5,5', '--backend', 'cpu', '--threads', '2']).threads, 2);
+    assert.equal(parseCli(['dense', 'a.png']).command, 'dense');
+    assert.equal(parseCli(['eval']).command, 'eval');
+  });
+
+  it('rejects bad usage with InvalidArgumentError', () => {
+    for (const argv of [
+      ['frobnicate', 'a.png'],
+      ['caption'],
+      ['refer', 'a.png'],
+      ['segment', 'a.png'],
+      ['segment', 'a.png', '--box', '1,2,3'],
+      ['caption', 'a.png', '--backend', 'gpu'],
+      ['caption', 'a.png', '--threads', '-1'],
+      ['caption', 'a.png', 'extra'],
+      ['caption', 'a.png', '--unknown'],
+    ]) {
+      assert.throws(() => parseCli(argv), InvalidArgumentError, argv.join(' '));
+    }
+  });
+});
