@@ -74,6 +74,8 @@ function toEvent(e: NativeTokenEvent, text: string): TokenEvent {
 
 export class PixelLLM implements AsyncDisposable {
   readonly info: ModelInfo;
+  private inflight = 0;
+  private disposeRequested = false;
 
   private constructor(private readonly native: NativeModel, readonly tokenizer: TextTokenizer) {
     this.info = native.info() as ModelInfo;
@@ -105,25 +107,54 @@ export class PixelLLM implements AsyncDisposable {
     return model;
   }
 
+  /** True once dispose() was called (the native memory goes when the calls in flight have finished). */
   get disposed(): boolean {
-    return this.native.disposed;
+    return this.disposeRequested;
   }
 
   private live(): NativeModel {
-    if (this.native.disposed) throw new DisposedError('the model was disposed');
+    if (this.disposeRequested || this.native.disposed) throw new DisposedError('the model was disposed');
     return this.native;
+  }
+
+  /**
+   * Runs one API call: refused once dispose() was called; a call that started before dispose() runs to the
+   * end (image decoding included), and the native model is freed after the last such call.
+   */
+  private track<T>(fn: (native: NativeModel) => Promise<T>): Promise<T> {
+    let native: NativeModel;
+    try {
+      native = this.live();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.inflight++;
+    const release = () => {
+      if (--this.inflight === 0 && this.disposeRequested) this.native.dispose();
+    };
+    let promise: Promise<T>;
+    try {
+      promise = fn(native);
+    } catch (err) {
+      release();
+      return Promise.reject(err);
+    }
+    return promise.finally(release);
   }
 
   /** Decodes (see loadImage) and encodes an image; the result can be reused across tasks. */
   async encode(input: ImageInput | EncodedImage, options?: ImageOptions): Promise<EncodedImage> {
     if (input instanceof EncodedImage) return input;
-    const native = this.live();
+    return this.track((native) => this.encodeWith(native, input, options));
+  }
+
+  private async encodeWith(native: NativeModel, input: ImageInput, options?: ImageOptions): Promise<EncodedImage> {
     const rgb = await loadImage(input, options);
     return new EncodedImage(await mapNative(() => native.encode(rgb.data, rgb.width, rgb.height)));
   }
 
-  private async features(input: ImageInput | EncodedImage): Promise<NativeFeatures> {
-    const encoded = await this.encode(input);
+  private async features(native: NativeModel, input: ImageInput | EncodedImage): Promise<NativeFeatures> {
+    const encoded = input instanceof EncodedImage ? input : await this.encodeWith(native, input);
     const features = featuresOf.get(encoded);
     if (!features) throw new InternalError('encoded image without features');
     return features;
@@ -148,12 +179,12 @@ export class PixelLLM implements AsyncDisposable {
   ): Generation {
     checkOptionalInt('maxTokens', options.maxTokens, 0, this.info.maxCaptionLength);
     checkOptionalInt('beams', options.beams, 1, 16);
-    const native = this.live();
+    this.live();
     const token = new (loadNative().CancelToken)();
     return new GenerationStream(
       {
-        run: async (emit) => {
-          const features = await this.features(input);
+        run: (emit) => this.track(async (native) => {
+          const features = await this.features(native, input);
           const stream = this.tokenizer.stream();
           const events: TokenEvent[] = [];
           const result = await native.generate(
@@ -174,7 +205,7 @@ export class PixelLLM implements AsyncDisposable {
           };
           if (result.box) caption.box = [...result.box] as Box;
           return caption;
-        },
+        }),
         cancel: () => token.cancel(),
       },
       options.signal,
@@ -193,79 +224,84 @@ export class PixelLLM implements AsyncDisposable {
 
   /** Finds the region a referring expression names: its box, and with `mask: true` its SAM mask. */
   async refer(input: ImageInput | EncodedImage, expression: string, options: ReferOptions = {}): Promise<ReferResult> {
-    const native = this.live();
+    this.live();
     const { context, text } = this.tokenizer.referTokens(expression, this.info);
     const limit = this.info.maxCaptionLength;
     if (text.length > limit || context.length > limit) {
       throw new LimitExceededError(`the expression has ${text.length} tokens with bos/eos, the model takes at most ${limit}`);
     }
-    const features = await this.features(input);
-    const { token, release } = this.cancelToken(options.signal);
-    try {
-      const result = await mapNative(() =>
-        native.generate(
-          features,
-          { task: 'refer', contextTokens: Int32Array.from(context), textTokens: Int32Array.from(text), withMask: options.mask === true },
-          null,
-          token,
-        ),
-      );
-      if (!result.box) throw new InternalError('refer returned no box');
-      const out: ReferResult = {
-        box: [...result.box] as Box,
-        score: result.score,
-        tokens: Array.from(result.tokens),
-        events: this.events(result, this.tokenizer.stream()),
-      };
-      if (result.mask) {
-        out.mask = new Mask(result.mask.data, result.mask.width, result.mask.height);
-        out.maskScore = result.mask.iou;
+    return this.track(async (native) => {
+      const features = await this.features(native, input);
+      const { token, release } = this.cancelToken(options.signal);
+      try {
+        const result = await mapNative(() =>
+          native.generate(
+            features,
+            { task: 'refer', contextTokens: Int32Array.from(context), textTokens: Int32Array.from(text), withMask: options.mask === true },
+            null,
+            token,
+          ),
+        );
+        if (!result.box) throw new InternalError('refer returned no box');
+        const out: ReferResult = {
+          box: [...result.box] as Box,
+          score: result.score,
+          tokens: Array.from(result.tokens),
+          events: this.events(result, this.tokenizer.stream()),
+        };
+        if (result.mask) {
+          out.mask = new Mask(result.mask.data, result.mask.width, result.mask.height);
+          out.maskScore = result.mask.iou;
+        }
+        return out;
+      } finally {
+        release();
       }
-      return out;
-    } finally {
-      release();
-    }
+    });
   }
 
   /** SAM mask for a box prompt. */
   async segment(input: ImageInput | EncodedImage, box: Box, options: { signal?: AbortSignal } = {}): Promise<SegmentResult> {
-    const native = this.live();
     const nbox = toNativeBox(box);
-    const features = await this.features(input);
-    const { token, release } = this.cancelToken(options.signal);
-    try {
-      const m = await mapNative(() => native.segment(features, nbox, token));
-      return { mask: new Mask(m.data, m.width, m.height), score: m.iou, box: [...m.box] as Box };
-    } finally {
-      release();
-    }
+    return this.track(async (native) => {
+      const features = await this.features(native, input);
+      const { token, release } = this.cancelToken(options.signal);
+      try {
+        const m = await mapNative(() => native.segment(features, nbox, token));
+        return { mask: new Mask(m.data, m.width, m.height), score: m.iou, box: [...m.box] as Box };
+      } finally {
+        release();
+      }
+    });
   }
 
   /** Finds the objects in the image and captions each one. */
   async denseCaption(input: ImageInput | EncodedImage, options: DenseOptions = {}): Promise<DenseCaption[]> {
-    const native = this.live();
     checkOptionalInt('maxBoxes', options.maxBoxes, 0, 1000);
     checkOptionalInt('maxTokens', options.maxTokens, 0, this.info.maxCaptionLength);
-    const features = await this.features(input);
-    const { token, release } = this.cancelToken(options.signal);
-    try {
-      const { maxBoxes, scoreThreshold, nmsIou, maxTokens } = options;
-      const items = await mapNative(() => native.dense(features, { maxBoxes, scoreThreshold, nmsIou, maxTokens }, token));
-      return items.map((it) => ({
-        box: [...it.box] as Box,
-        score: it.score,
-        text: this.tokenizer.decode(it.tokens),
-        tokens: Array.from(it.tokens),
-        captionScore: it.captionScore,
-      }));
-    } finally {
-      release();
-    }
+    return this.track(async (native) => {
+      const features = await this.features(native, input);
+      const { token, release } = this.cancelToken(options.signal);
+      try {
+        const { maxBoxes, scoreThreshold, nmsIou, maxTokens } = options;
+        const items = await mapNative(() => native.dense(features, { maxBoxes, scoreThreshold, nmsIou, maxTokens }, token));
+        return items.map((it) => ({
+          box: [...it.box] as Box,
+          score: it.score,
+          text: this.tokenizer.decode(it.tokens),
+          tokens: Array.from(it.tokens),
+          captionScore: it.captionScore,
+        }));
+      } finally {
+        release();
+      }
+    });
   }
 
-  /** Frees the native model; calls in flight finish, later calls fail with DisposedError. */
+  /** Frees the native model; calls already started finish first, later calls fail with DisposedError. */
   dispose(): void {
-    this.native.dispose();
+    this.disposeRequested = true;
+    if (this.inflight === 0) this.native.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

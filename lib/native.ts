@@ -127,12 +127,8 @@ export function addonPath(): string {
   return process.env.PIXELLLM_NATIVE || path.join(packageRoot(), 'build', 'Release', 'pixelllm.node');
 }
 
-let cached: NativeBinding | undefined;
-
-/** The addon, loaded once; BackendUnavailableError when it is missing, broken or of another contract version. */
-export function loadNative(): NativeBinding {
-  if (cached) return cached;
-  const file = addonPath();
+/** Loads the addon at `file` (no caching); BackendUnavailableError when missing, broken or of another contract. */
+export function loadNativeFrom(file: string): NativeBinding {
   if (!existsSync(file)) {
     throw new BackendUnavailableError(
       `native addon not found at ${file}: build it with \`npm run build:native\` (cmake-js) or \`npm run build:gyp\``,
@@ -140,7 +136,6 @@ export function loadNative(): NativeBinding {
   }
   let binding: NativeBinding;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     binding = require(file) as NativeBinding;
   } catch (err) {
     throw new BackendUnavailableError(`cannot load the native addon ${file}: ${(err as Error).message}`, { cause: err });
@@ -150,6 +145,13 @@ export function loadNative(): NativeBinding {
       `native addon ${file} speaks contract ${binding.contractVersion}, this package needs ${CONTRACT_VERSION}: rebuild it`,
     );
   }
-  cached = binding;
   return binding;
+}
+
+let cached: NativeBinding | undefined;
+
+/** The addon at addonPath(), loaded once. */
+export function loadNative(): NativeBinding {
+  cached ??= loadNativeFrom(addonPath());
+  return cached;
 }
