@@ -62,6 +62,12 @@ class DataConfig:
     context_len: int = 16         # official 32
     task_weights: tuple = (("trace", 1.0), ("refer", 2.0), ("region", 1.0))
 
+    @classmethod
+    def for_model(cls, cfg: dict, **overrides) -> "DataConfig":
+        """Sizes from our config.json: image_size, and narratives up to its max_caption_length tokens."""
+        return cls(**{"image_size": int(cfg["image_size"]), "trace_text_len": int(cfg["max_caption_length"]),
+                      **overrides})
+
 
 def resized_hw(h: int, w: int, size: int) -> tuple[int, int]:
     """Official centernet transforms.get_size_with_aspect_ratio(size, max_size=size), float32 math, as used by
