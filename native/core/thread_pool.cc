@@ -1,0 +1,128 @@
+#include "core/thread_pool.h"
+
+#include <sched.h>
+
+#include <algorithm>
+
+namespace pixelllm::core {
+
+namespace {
+thread_local bool t_in_pool_work = false;
+}
+
+int default_thread_count() {
+  int n = 0;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(n, 1, 16);
+}
+
+ThreadPool::ThreadPool(int threads) {
+  threads_ = std::clamp(threads <= 0 ? default_thread_count() : threads, 1, 64);
+  workers_.reserve(threads_ - 1);
+  for (int i = 0; i + 1 < threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::run_chunks() {
+  for (;;) {
+    int64_t c;
+    bool skip;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (next_chunk_ >= num_chunks_) return;
+      c = next_chunk_++;
+      skip = static_cast<bool>(error_);  // after a failure the remaining chunks are only counted
+    }
+    int64_t begin = c * chunk_;
+    int64_t end = std::min(n_, begin + chunk_);
+    if (!skip) {
+      try {
+        (*fn_)(begin, end);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!error_) error_ = std::current_exception();
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (++chunks_done_ == num_chunks_) done_.notify_all();
+    }
+  }
+}
+
+void ThreadPool::worker_loop() {
+  t_in_pool_work = true;
+  uint64_t seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      ++active_workers_;
+    }
+    run_chunks();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--active_workers_ == 0) done_.notify_all();
+    }
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  if (threads_ == 1 || t_in_pool_work || n <= grain) {
+    fn(0, n);
+    return;
+  }
+  std::lock_guard<std::mutex> serial(compute_mutex_);
+  // About 4 chunks per thread for load balance, never smaller than grain.
+  int64_t chunk = std::max(grain, (n + 4 * threads_ - 1) / (4 * threads_));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fn_ = &fn;
+    n_ = n;
+    chunk_ = chunk;
+    num_chunks_ = (n + chunk - 1) / chunk;
+    next_chunk_ = 0;
+    chunks_done_ = 0;
+    error_ = nullptr;
+    ++generation_;
+  }
+  wake_.notify_all();
+  t_in_pool_work = true;
+  run_chunks();
+  t_in_pool_work = false;
+  std::exception_ptr err;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    // Wait until every chunk is finished and no worker still touches this job's state.
+    done_.wait(lock, [&] { return chunks_done_ == num_chunks_ && active_workers_ == 0; });
+    fn_ = nullptr;
+    err = error_;
+    error_ = nullptr;
+  }
+  if (err) std::rethrow_exception(err);
+}
+
+void parallel_for(ThreadPool* pool, int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (pool) {
+    pool->parallel_for(n, grain, fn);
+  } else if (n > 0) {
+    fn(0, n);
+  }
+}
+
+}  // namespace pixelllm::core
+

@@ -1,0 +1,30 @@
+// Matrix products on OpenBLAS (cblas, row-major). Call these only from the request thread, never inside a
+// ThreadPool::parallel_for body (see core/thread_pool.h for how BLAS and the pool share the cores).
+#pragma once
+
+#include <cstdint>
+
+namespace pixelllm::cpu {
+
+// OpenBLAS thread count (process-wide). Set it to the pool size once per process/pipeline load.
+void blas_set_threads(int threads);
+int blas_threads();
+
+// C = alpha * op(A) @ op(B) + beta * C, row-major; op(A) is (m,k), op(B) is (k,n). LIMIT_EXCEEDED when a size
+// does not fit cblas' int.
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// `batch` independent sgemm calls with element strides between consecutive A, B and C matrices
+// (stride 0 reuses the same matrix, e.g. shared weights).
+void sgemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                   const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b,
+                   float beta, float* c, int64_t ldc, int64_t stride_c);
+
+// Linear layer in torch layout: y (rows, out) = x (rows, in) @ W^T + bias, with W (out, in) row-major as stored
+// in the weights and bias (out) or null. accumulate = true adds to y instead (residual fusion).
+// Row strides of x and y may exceed in/out (ldx, ldy; 0 means dense).
+void linear(const float* x, int64_t rows, int64_t in, const float* weight, const float* bias, int64_t out, float* y,
+            bool accumulate = false, int64_t ldx = 0, int64_t ldy = 0);
+
+}  // namespace pixelllm::cpu

@@ -1,0 +1,193 @@
+// cpu: gemm/linear, norms, activations, softmax against naive double-precision loops.
+#include <cmath>
+#include <limits>
+
+#include "core/thread_pool.h"
+#include "cpu/activations.h"
+#include "cpu/gemm.h"
+#include "cpu/norm.h"
+#include "cpu/softmax.h"
+#include "tests/test.h"
+
+using namespace pixelllm;
+using test::Rng;
+
+TEST(gemm_sgemm_all_transposes) {
+  Rng rng(1);
+  const int64_t m = 13, n = 17, k = 29;
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      auto a = rng.vec(m * k), b = rng.vec(k * n), c = rng.vec(m * n);
+      std::vector<double> ref(m * n);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (int64_t p = 0; p < k; ++p) {
+            double av = ta ? a[p * m + i] : a[i * k + p];
+            double bv = tb ? b[j * k + p] : b[p * n + j];
+            s += av * bv;
+          }
+          ref[i * n + j] = 0.5 * s + 2.0 * c[i * n + j];
+        }
+      cpu::sgemm(ta, tb, m, n, k, 0.5f, a.data(), ta ? m : k, b.data(), tb ? k : n, 2.0f, c.data(), n);
+      CHECK_REL_L2(c.data(), ref.data(), m * n, 1e-6);
+    }
+  // batched with a shared B (stride 0)
+  auto a = rng.vec(3 * 4 * 5), b = rng.vec(5 * 6);
+  std::vector<float> c(3 * 4 * 6);
+  cpu::sgemm_batched(3, false, false, 4, 6, 5, 1.f, a.data(), 5, 20, b.data(), 6, 0, 0.f, c.data(), 6, 24);
+  std::vector<double> ref(c.size());
+  for (int64_t bi = 0; bi < 3; ++bi)
+    for (int64_t i = 0; i < 4; ++i)
+      for (int64_t j = 0; j < 6; ++j) {
+        double s = 0;
+        for (int64_t p = 0; p < 5; ++p) s += double(a[bi * 20 + i * 5 + p]) * b[p * 6 + j];
+        ref[bi * 24 + i * 6 + j] = s;
+      }
+  CHECK_REL_L2(c.data(), ref.data(), int64_t(c.size()), 1e-6);
+}
+
+TEST(gemm_linear_torch_layout) {
+  Rng rng(2);
+  for (int64_t rows : {1, 3, 70}) {
+    const int64_t in = 37, out = 21;
+    auto x = rng.vec(rows * in), w = rng.vec(out * in), b = rng.vec(out), y0 = rng.vec(rows * out);
+    std::vector<double> ref(rows * out), ref_acc(rows * out);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < out; ++o) {
+        double s = b[o];
+        for (int64_t i = 0; i < in; ++i) s += double(x[r * in + i]) * w[o * in + i];
+        ref[r * out + o] = s;
+        ref_acc[r * out + o] = s + y0[r * out + o];
+      }
+    std::vector<float> y(rows * out, std::numeric_limits<float>::quiet_NaN());  // must not leak through
+    cpu::linear(x.data(), rows, in, w.data(), b.data(), out, y.data());
+    CHECK_REL_L2(y.data(), ref.data(), rows * out, 1e-6);
+    std::vector<float> acc = y0;
+    cpu::linear(x.data(), rows, in, w.data(), b.data(), out, acc.data(), /*accumulate=*/true);
+    CHECK_REL_L2(acc.data(), ref_acc.data(), rows * out, 1e-6);
+    // no bias, strided rows
+    std::vector<float> ys(rows * (out + 3), -7.f);
+    cpu::linear(x.data(), rows, in, w.data(), nullptr, out, ys.data(), false, in, out + 3);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < out; ++o) CHECK_NEAR(ys[r * (out + 3) + o], ref[r * out + o] - b[o], 1e-4);
+    CHECK_EQ(ys[out], -7.f);
+  }
+  cpu::blas_set_threads(2);
+  CHECK(cpu::blas_threads() >= 1);
+}
+
+TEST(layer_norm_and_fused_residual) {
+  Rng rng(3);
+  const int64_t rows = 37, dim = 75;
+  auto x = rng.vec(rows * dim, -3, 5), g = rng.vec(dim), b = rng.vec(dim), d = rng.vec(rows * dim);
+  const float eps = 1e-6f;
+  auto ref_ln = [&](const std::vector<double>& in) {
+    std::vector<double> out(in.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      double mean = 0, var = 0;
+      for (int64_t i = 0; i < dim; ++i) mean += in[r * dim + i];
+      mean /= dim;
+      for (int64_t i = 0; i < dim; ++i) var += (in[r * dim + i] - mean) * (in[r * dim + i] - mean);
+      var /= dim;
+      for (int64_t i = 0; i < dim; ++i)
+        out[r * dim + i] = (in[r * dim + i] - mean) / std::sqrt(var + eps) * g[i] + b[i];
+    }
+    return out;
+  };
+  core::ThreadPool pool(2);
+  std::vector<double> xd(x.begin(), x.end());
+  std::vector<float> y(x.size());
+  cpu::layer_norm(x.data(), rows, dim, g.data(), b.data(), eps, y.data(), &pool);
+  CHECK_REL_L2(y.data(), ref_ln(xd).data(), rows * dim, 1e-6);
+  std::vector<float> inplace = x;
+  cpu::layer_norm(inplace.data(), rows, dim, g.data(), b.data(), eps, inplace.data());
+  CHECK_REL_L2(inplace.data(), y.data(), rows * dim, 0.0);
+  // fused: residual += delta; y = LN(residual)
+  std::vector<float> res = x;
+  cpu::add_layer_norm(res.data(), d.data(), rows, dim, g.data(), b.data(), eps, y.data(), &pool);
+  std::vector<double> sum(x.size());
+  for (size_t i = 0; i < x.size(); ++i) sum[i] = double(x[i]) + d[i];
+  CHECK_REL_L2(res.data(), sum.data(), rows * dim, 1e-7);
+  CHECK_REL_L2(y.data(), ref_ln(sum).data(), rows * dim, 1e-6);
+  // RMS norm (T5)
+  cpu::rms_norm(x.data(), rows, dim, g.data(), eps, y.data());
+  std::vector<double> ref(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    double ms = 0;
+    for (int64_t i = 0; i < dim; ++i) ms += xd[r * dim + i] * xd[r * dim + i];
+    ms /= dim;
+    for (int64_t i = 0; i < dim; ++i) ref[r * dim + i] = xd[r * dim + i] / std::sqrt(ms + eps) * g[i];
+  }
+  CHECK_REL_L2(y.data(), ref.data(), rows * dim, 1e-6);
+}
+
+TEST(activations_match_formulas) {
+  Rng rng(4);
+  const int64_t n = 40000;  // > one parallel grain
+  auto x = rng.vec(n, -8, 8);
+  core::ThreadPool pool(3);
+  auto run = [&](void (*f)(float*, int64_t, core::ThreadPool*), double (*ref)(double), double tol) {
+    std::vector<float> y = x;
+    f(y.data(), n, &pool);
+    std::vector<double> r(n);
+    for (int64_t i = 0; i < n; ++i) r[i] = ref(x[i]);
+    CHECK_REL_L2(y.data(), r.data(), n, tol);
+    double worst = 0;
+    for (int64_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(y[i] - r[i]));
+    CHECK(worst < 1e-5);
+  };
+  run(cpu::gelu, [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); }, 1e-6);
+  run(cpu::gelu_tanh,
+      [](double v) { return 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))); }, 1e-6);
+  run(cpu::silu, [](double v) { return v / (1 + std::exp(-v)); }, 1e-6);
+  run(cpu::relu, [](double v) { return v > 0 ? v : 0.0; }, 0.0);
+  // exact vs tanh gelu differ (so the two are not mixed up)
+  std::vector<float> a = {1.5f}, b = {1.5f};
+  cpu::gelu(a.data(), 1);
+  cpu::gelu_tanh(b.data(), 1);
+  CHECK(std::fabs(a[0] - b[0]) > 1e-5);
+  auto up = rng.vec(n);
+  std::vector<float> out(n);
+  cpu::silu_mul(x.data(), up.data(), out.data(), n, &pool);
+  std::vector<double> r(n);
+  for (int64_t i = 0; i < n; ++i) r[i] = x[i] / (1 + std::exp(-double(x[i]))) * up[i];
+  CHECK_REL_L2(out.data(), r.data(), n, 1e-6);
+  cpu::gelu_tanh_mul(x.data(), up.data(), out.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    double v = x[i];
+    r[i] = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))) * up[i];
+  }
+  CHECK_REL_L2(out.data(), r.data(), n, 1e-6);
+}
+
+TEST(softmax_rows) {
+  Rng rng(5);
+  const int64_t rows = 9, cols = 300;
+  auto x = rng.vec(rows * cols, -50, 50);
+  x[cols * 2 + 5] = 1e30f;  // huge value: max subtraction keeps it finite
+  std::vector<float> y = x;
+  cpu::softmax(y.data(), rows, cols, 0.5f);
+  std::vector<double> ref(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    double m = -INFINITY, s = 0;
+    for (int64_t i = 0; i < cols; ++i) m = std::max(m, 0.5 * x[r * cols + i]);
+    for (int64_t i = 0; i < cols; ++i) s += std::exp(0.5 * x[r * cols + i] - m);
+    for (int64_t i = 0; i < cols; ++i) ref[r * cols + i] = std::exp(0.5 * x[r * cols + i] - m) / s;
+  }
+  CHECK_REL_L2(y.data(), ref.data(), rows * cols, 1e-6);
+  CHECK_NEAR(y[cols * 2 + 5], 1.0, 1e-6);
+  // -inf entries get 0, an all -inf row becomes zeros (no NaN)
+  std::vector<float> z = {0.f, -INFINITY, 0.f, -INFINITY, -INFINITY, -INFINITY};
+  cpu::softmax(z.data(), 2, 3);
+  CHECK_NEAR(z[0], 0.5, 1e-7);
+  CHECK_EQ(z[1], 0.f);
+  CHECK_EQ(z[3], 0.f);
+  CHECK_EQ(z[5], 0.f);
+  std::vector<float> ls(cols);
+  cpu::log_softmax(x.data(), cols, ls.data());
+  double m = -INFINITY, s = 0;
+  for (int64_t i = 0; i < cols; ++i) m = std::max(m, double(x[i]));
+  for (int64_t i = 0; i < cols; ++i) s += std::exp(x[i] - m);
+  for (int64_t i = 0; i < cols; i += 37) CHECK_NEAR(ls[i], x[i] - m - std::log(s), 1e-4);
+}
