@@ -45,6 +45,7 @@ LOOP = np.array([(1.0, 0.0), (0.92388, 0.382683), (0.707107, 0.707107), (0.38268
                  (-0.92388, -0.382683), (-0.707107, -0.707107), (-0.382683, -0.92388), (0.0, -1.0),
                  (0.382683, -0.92388), (0.707107, -0.707107), (0.92388, -0.382683)])
 TRACE_HZ = 20.0
+NARRATIVE_MAX_TOKENS = 90  # words + '.' tokens (the demo tokenizer has one token per grammar word); +bos/eos <= 92
 
 
 @dataclass
@@ -219,7 +220,19 @@ def _mention(o, rng) -> str:
 
 
 def _make_narrative(layout: Layout, full: np.ndarray, rng) -> None:
-    """Narrative + word utterances + per-word focus, then the timed mouse trace."""
+    """Narrative + word utterances + per-word focus (re-drawn until it fits NARRATIVE_MAX_TOKENS), then the trace."""
+    for _ in range(50):
+        words, focus = _narrative_words(layout, full, rng)
+        if len(words) + sum(w.endswith(".") for w in words) <= NARRATIVE_MAX_TOKENS:
+            break
+    else:
+        raise RuntimeError(f"scene {layout.seed}: narrative longer than {NARRATIVE_MAX_TOKENS} tokens")
+    layout.narrative = " ".join(words)
+    layout.utterances, layout.utt_focus = words, focus
+    layout.utt_times, layout.trace = _make_trace(layout, full, words, focus, rng)
+
+
+def _narrative_words(layout: Layout, full: np.ndarray, rng):
     objs = layout.objects
     key = (lambda i: objs[i].cx) if rng.random() < 0.5 else (lambda i: objs[i].cy)
     order = sorted(range(len(objs)), key=key)
@@ -254,9 +267,7 @@ def _make_narrative(layout: Layout, full: np.ndarray, rng) -> None:
     if rng.random() < 0.5:
         tex = layout.background["texture"]
         say("the background is " + layout.background["tone"] + ("" if tex == "plain" else f" and {tex}") + ".", -2)
-    layout.narrative = " ".join(words)
-    layout.utterances, layout.utt_focus = words, focus
-    layout.utt_times, layout.trace = _make_trace(layout, full, words, focus, rng)
+    return words, focus
 
 
 def _make_trace(layout, full, words, focus, rng):
