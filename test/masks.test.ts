@@ -1,5 +1,5 @@
 import * as assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { InvalidArgumentError, Mask, countsToString, decodeCounts, encodeCounts, stringToCounts } from '../lib';
@@ -85,5 +85,24 @@ describe('Mask', () => {
     assert.throws(() => decodeCounts([5], 2, 2), InvalidArgumentError);
     assert.throws(() => stringToCounts('0\u0001'), InvalidArgumentError);
     assert.throws(() => Mask.fromRLE({ size: [2, 2], counts: 'P' }), InvalidArgumentError); // continuation, no end
+  });
+});
+
+describe('Mask on the example scenes (RLE written by the reference with pycocotools)', () => {
+  const dir = path.join(FIXTURES, '..', '..', 'examples', 'scenes');
+  const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.json')) : [];
+
+  it('decodes every object mask to its recorded area, tight box and the same string', function () {
+    if (files.length === 0) this.skip();
+    for (const f of files) {
+      const scene = JSON.parse(readFileSync(path.join(dir, f), 'utf8'));
+      for (const obj of scene.objects) {
+        const m = Mask.fromRLE(obj.mask_rle);
+        assert.deepEqual([m.width, m.height], [scene.width, scene.height], f);
+        assert.equal(m.area(), obj.area, `${f} ${obj.expression}`);
+        assert.deepEqual(m.bounds(), obj.box, `${f} ${obj.expression}`);
+        assert.equal(m.rle.counts, obj.mask_rle.counts, `${f} ${obj.expression}`);
+      }
+    }
   });
 });
