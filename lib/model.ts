@@ -168,6 +168,14 @@ export class PixelLLM implements AsyncDisposable {
     return { token, release: () => signal?.removeEventListener('abort', onAbort) };
   }
 
+  /** maxTokens: an integer >= 0 (0 = the model's default), at most the model's max_caption_length. */
+  private checkMaxTokens(value: number | undefined): void {
+    checkOptionalInt('maxTokens', value, 0, 4096);
+    if (value !== undefined && value > this.info.maxCaptionLength) {
+      throw new LimitExceededError(`maxTokens ${value} is more than the model's max_caption_length ${this.info.maxCaptionLength}`);
+    }
+  }
+
   private events(result: NativeGenerateResult, stream: TokenTextStream): TokenEvent[] {
     return result.events.map((e) => toEvent(e, stream.push(e.token)));
   }
@@ -177,7 +185,7 @@ export class PixelLLM implements AsyncDisposable {
     request: { task: 'caption' | 'describe'; box?: NativeBox },
     options: GenerateOptions,
   ): Generation {
-    checkOptionalInt('maxTokens', options.maxTokens, 0, this.info.maxCaptionLength);
+    this.checkMaxTokens(options.maxTokens);
     checkOptionalInt('beams', options.beams, 1, 16);
     this.live();
     const token = new (loadNative().CancelToken)();
@@ -278,7 +286,7 @@ export class PixelLLM implements AsyncDisposable {
   /** Finds the objects in the image and captions each one. */
   async denseCaption(input: ImageInput | EncodedImage, options: DenseOptions = {}): Promise<DenseCaption[]> {
     checkOptionalInt('maxBoxes', options.maxBoxes, 0, 1000);
-    checkOptionalInt('maxTokens', options.maxTokens, 0, this.info.maxCaptionLength);
+    this.checkMaxTokens(options.maxTokens);
     return this.track(async (native) => {
       const features = await this.features(native, input);
       const { token, release } = this.cancelToken(options.signal);
