@@ -188,6 +188,10 @@ export class PixelLLM implements AsyncDisposable {
     this.checkMaxTokens(options.maxTokens);
     checkOptionalInt('beams', options.beams, 1, 16);
     this.live();
+    const context = options.prompt === undefined ? undefined : this.tokenizer.promptTokens(options.prompt, this.info);
+    if (context && context.length > this.info.maxCaptionLength) {
+      throw new LimitExceededError(`the prompt has ${context.length} tokens, the model takes at most ${this.info.maxCaptionLength}`);
+    }
     const token = new (loadNative().CancelToken)();
     return new GenerationStream(
       {
@@ -197,7 +201,7 @@ export class PixelLLM implements AsyncDisposable {
           const events: TokenEvent[] = [];
           const result = await native.generate(
             features,
-            { ...request, maxTokens: options.maxTokens, beams: options.beams },
+            { ...request, contextTokens: context && Int32Array.from(context), maxTokens: options.maxTokens, beams: options.beams },
             (e) => {
               const event = toEvent(e, stream.push(e.token));
               events.push(event);

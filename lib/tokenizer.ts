@@ -109,6 +109,12 @@ export class TextTokenizer {
     }
   }
 
+  /** Context tokens of a task prompt (official AddPromptTokens with append_eos): tokenize(prompt) + [eos]. */
+  promptTokens(prompt: string, ids: SpecialIds): number[] {
+    if (typeof prompt !== 'string' || prompt.trim() === '') throw new InvalidTextError('a prompt must be a non-empty string');
+    return [...this.encode(prompt), ids.eosTokenId];
+  }
+
   /**
    * Token sequences for a referring expression, as the official input pipeline builds them:
    * context = tokenize("where is " + expression) + [eos] (no bos), text = [bos] + tokenize(expression) + [eos].

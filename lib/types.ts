@@ -56,6 +56,8 @@ export interface GenerateOptions {
   maxTokens?: number;
   /** 1 (default) = greedy, the official decode rules; > 1 = beam search. */
   beams?: number;
+  /** A task prompt the caption continues from (e.g. the official 'a long image caption:'); default none. */
+  prompt?: string;
 }
 
 export interface CaptionResult {

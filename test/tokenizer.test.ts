@@ -65,6 +65,8 @@ describe('TextTokenizer (BERT WordPiece, agreement with HF tokenizers)', () => {
     assert.deepEqual(context, [...tok.encode('where is the red circle'), expected.sep_id]);
     assert.deepEqual(text, [expected.cls_id, ...tok.encode('the red circle'), expected.sep_id]);
     assert.throws(() => tok.referTokens('  ', ids), InvalidTextError);
+    assert.deepEqual(tok.promptTokens('an object of', ids), [...tok.encode('an object of'), expected.sep_id]);
+    assert.throws(() => tok.promptTokens('', ids), InvalidTextError);
   });
 
   it('checks the tokenizer against the model', () => {

@@ -109,8 +109,8 @@ Napi::Value Model::Generate(const Napi::CallbackInfo& info) {
       if (request.box) Throw(env, "INVALID_ARGUMENT", "caption takes no box (use describe)");
       break;
   }
-  if (request.task != pipeline::GenerateRequest::Refer && (!request.context_tokens.empty() || !request.text_tokens.empty())) {
-    Throw(env, "INVALID_ARGUMENT", "contextTokens/textTokens are for refer only");
+  if (request.task != pipeline::GenerateRequest::Refer && !request.text_tokens.empty()) {
+    Throw(env, "INVALID_ARGUMENT", "textTokens are for refer only");
   }
   if (request.with_mask && request.task != pipeline::GenerateRequest::Refer) {
     Throw(env, "INVALID_ARGUMENT", "withMask is for refer only (use segment for a box)");

@@ -7,9 +7,11 @@
 //
 // Coordinates: every Box / point is in pixels of the ORIGINAL (unpadded, unresized) image, x to the right, y down.
 // Token sequences follow the official PixelLLM input pipeline (scenic projects/pixel_llm io/ops.py):
-//   context tokens (Refer) = tokenize("where is " + expression) + [eos]        (no bos; append_context_eos=True)
-//   text tokens (Refer)    = [bos] + tokenize(expression) + [eos]              (teacher-forced, with_cap=False)
-// The JS layer builds both with the model's tokenizer.json and the config's bos/eos ids.
+//   context tokens (Refer)   = tokenize("where is " + expression) + [eos]      (no bos; append_context_eos=True)
+//   context tokens (others)  = tokenize(prompt) + [eos] when the caller gives a prompt (e.g. the official
+//                              "a long image caption: " / "an object of " prompts), else empty
+//   text tokens (Refer)      = [bos] + tokenize(expression) + [eos]            (teacher-forced, with_cap=False)
+// The JS layer builds them with the model's tokenizer.json and the config's bos/eos ids.
 #pragma once
 
 #include <atomic>
@@ -65,7 +67,7 @@ struct GenerateRequest {
   enum Task { Caption, Refer, Describe };
   Task task = Caption;
   std::optional<Box> box;                // Describe: the user's box (required); Caption/Refer: none (whole image)
-  std::vector<int32_t> context_tokens;   // Refer: see the header comment; otherwise empty
+  std::vector<int32_t> context_tokens;   // the prefix the decoder conditions on (see the header comment)
   std::vector<int32_t> text_tokens;      // Refer: see the header comment; otherwise empty
   int max_tokens = 0;                    // 0 = config max_caption_length; > that -> LIMIT_EXCEEDED
   int beams = 1;                         // 1 = greedy (official rules); > 1 = beam search

@@ -83,6 +83,12 @@ describe('model API', function () {
     );
   });
 
+  it('continues from a task prompt', async () => {
+    const r = await model.caption(image, { prompt: 'a' }).result;
+    assert.ok(r.tokens.length > 0);
+    assert.throws(() => model.caption(image, { prompt: ' ' }), InvalidTextError);
+  });
+
   it('runs concurrent calls on one model', async () => {
     const results = await Promise.all([model.caption(image).result, model.caption(image).result]);
     assert.deepEqual(results[0].tokens, results[1].tokens);
