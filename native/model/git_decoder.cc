@@ -7,8 +7,10 @@
 #include <string>
 
 #include "core/error.h"
+#include "cpu/activations.h"
 #include "cpu/gemm.h"
 #include "cpu/norm.h"
+#include "cpu/softmax.h"
 #include "cpu/vec.h"
 #include "runtime/kv_cache.h"
 
@@ -20,10 +22,6 @@ using core::Tensor;
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-void gelu_erf_inplace(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.f + std::erf(x[i] * 0.70710678118654752f));
-}
 
 Tensor concat_rows(const Tensor& a, const Tensor& b, const Tensor& c) {
   Tensor out = Tensor::empty({a.numel() + b.numel() + c.numel()});
@@ -42,8 +40,7 @@ void check_tokens(const int32_t* t, int n, int vocab, const char* what) {
 
 }  // namespace
 
-GitDecoderConfig GitDecoderConfig::from_json(const core::Json& config) {
-  core::JsonReader r = core::JsonReader(config, "config.json").object("git_decoder");
+GitDecoderConfig GitDecoderConfig::from_json(const core::JsonReader& r) {
   GitDecoderConfig c;
   c.hidden_size = static_cast<int>(r.get_int("hidden_size", 1, 1 << 16));
   c.num_heads = static_cast<int>(r.get_int("num_heads", 1, 1024));
@@ -135,8 +132,8 @@ GitDecoder::GitDecoder(const GitDecoderConfig& c, const core::SafeTensors& w) : 
   out_b_ = w.get(p + "output.bias", {v});
 }
 
-std::unique_ptr<GitDecoder> GitDecoder::load(const core::Json& config, const core::SafeTensors& weights) {
-  return std::make_unique<GitDecoder>(GitDecoderConfig::from_json(config), weights);
+std::unique_ptr<GitDecoder> GitDecoder::load(const core::JsonReader& section, const core::SafeTensors& weights) {
+  return std::make_unique<GitDecoder>(GitDecoderConfig::from_json(section), weights);
 }
 
 std::unique_ptr<TextDecoderState> GitDecoder::new_state(const TextDecoderLimits& lim) const {
@@ -170,7 +167,7 @@ void GitDecoder::finish_layer(const Layer& L, State& s, int rows) const {
   cpu::layer_norm(s.x.data(), rows, d, L.ln1_g.data(), L.ln1_b.data(), cfg_.attention_ln_eps, s.att.data());
   // x = LN2(a + W2 gelu(W1 a))
   cpu::linear(s.att.data(), rows, d, L.inter_w.data(), L.inter_b.data(), ff, s.inter.data());
-  gelu_erf_inplace(s.inter.data(), static_cast<int64_t>(rows) * ff);
+  cpu::gelu(s.inter.data(), static_cast<int64_t>(rows) * ff);
   cpu::linear(s.inter.data(), rows, ff, L.out2_w.data(), L.out2_b.data(), d, s.att.data(), /*accumulate=*/true);
   cpu::layer_norm(s.att.data(), rows, d, L.ln2_g.data(), L.ln2_b.data(), cfg_.output_ln_eps, s.x.data());
 }
@@ -219,7 +216,7 @@ void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visu
         cpu::vec::scale(qh, scale, hd);
         const float* K = s.prefix.key(li, h);
         for (int j = 0; j < P; ++j) sc[j] = valid[j] ? cpu::vec::dot(qh, K + static_cast<int64_t>(j) * hd, hd) : kNegInf;
-        runtime::softmax_inplace(sc, P);
+        cpu::softmax(sc, 1, P);
         runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, s.ctx.data() + static_cast<int64_t>(r) * d + h * hd,
                                false);
       }
@@ -262,7 +259,7 @@ void GitDecoder::step(TextDecoderState& base, const int32_t* tokens, float* logi
           sc[j] = pvalid[j] ? cpu::vec::dot(qh, K + static_cast<int64_t>(j) * hd, hd) : kNegInf;
         const float* T = kv.key(li, h);
         for (int j = 0; j <= pos; ++j) sc[P + j] = cpu::vec::dot(qh, T + static_cast<int64_t>(j) * hd, hd);
-        runtime::softmax_inplace(sc, P + pos + 1);
+        cpu::softmax(sc, 1, P + pos + 1);
         float* out = s.ctx.data() + static_cast<int64_t>(r) * d + h * hd;
         runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, out, false);
         runtime::weighted_rows(sc + P, pos + 1, kv.value(li, h), hd, out, true);

@@ -29,14 +29,15 @@ struct GitDecoderConfig {
   float attention_ln_eps = 1e-5f, output_ln_eps = 1e-12f, embedding_ln_eps = 1e-8f, visual_ln_eps = 1e-5f;
 
   // Reads config.json's "git_decoder" section (MODEL_FORMAT / LIMIT_EXCEEDED with the key path).
-  static GitDecoderConfig from_json(const core::Json& config);
+  static GitDecoderConfig from_json(const core::JsonReader& section);
 };
 
 class GitDecoder final : public TextDecoder {
  public:
   // Reads and packs the weights (fused QKV). MODEL_FORMAT for missing tensors, CONFIG_MISMATCH for bad shapes.
   GitDecoder(const GitDecoderConfig& config, const core::SafeTensors& weights);
-  static std::unique_ptr<GitDecoder> load(const core::Json& config, const core::SafeTensors& weights);
+  // section = JsonReader(config, "config.json").object("git_decoder")
+  static std::unique_ptr<GitDecoder> load(const core::JsonReader& section, const core::SafeTensors& weights);
 
   const GitDecoderConfig& config() const noexcept { return cfg_; }
 

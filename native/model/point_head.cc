@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "cpu/activations.h"
 #include "cpu/gemm.h"
 #include "cpu/norm.h"
 
@@ -12,8 +13,7 @@ namespace pixelllm::model {
 
 using core::ErrorCode;
 
-PointHeadConfig PointHeadConfig::from_json(const core::Json& config) {
-  core::JsonReader r = core::JsonReader(config, "config.json").object("point_head");
+PointHeadConfig PointHeadConfig::from_json(const core::JsonReader& r) {
   PointHeadConfig c;
   c.input_dim = static_cast<int>(r.get_int("input_dim", 1, 1 << 16));
   c.hidden_dim = static_cast<int>(r.get_int("hidden_dim", 1, 1 << 16));
@@ -47,8 +47,8 @@ PointHead::PointHead(const PointHeadConfig& c, const core::SafeTensors& w) : cfg
                  "point_head: the weights have more MLP layers than config depth");
 }
 
-std::unique_ptr<PointHead> PointHead::load(const core::Json& config, const core::SafeTensors& weights) {
-  return std::make_unique<PointHead>(PointHeadConfig::from_json(config), weights);
+std::unique_ptr<PointHead> PointHead::load(const core::JsonReader& section, const core::SafeTensors& weights) {
+  return std::make_unique<PointHead>(PointHeadConfig::from_json(section), weights);
 }
 
 size_t PointHead::scratch_floats(int rows) const noexcept {
@@ -75,9 +75,9 @@ void PointHead::predict(const float* hidden, int rows, float image_width, float 
     if (i < cfg_.depth - 1) {
       const int64_t n = static_cast<int64_t>(rows) * out;
       if (cfg_.gelu)
-        for (int64_t j = 0; j < n; ++j) y[j] = 0.5f * y[j] * (1.f + std::erf(y[j] * 0.70710678118654752f));
+        cpu::gelu(y, n);
       else
-        for (int64_t j = 0; j < n; ++j) y[j] = std::max(y[j], 0.f);
+        cpu::relu(y, n);
     }
     x = y;
     in = out;

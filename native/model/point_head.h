@@ -24,13 +24,14 @@ struct PointHeadConfig {
   float layer_norm_eps = 1e-6f;
   std::string point_output_ignore;  // official '^end-1' (the corners of the token before EOS make the box)
 
-  static PointHeadConfig from_json(const core::Json& config);
+  static PointHeadConfig from_json(const core::JsonReader& section);
 };
 
 class PointHead {
  public:
   PointHead(const PointHeadConfig& config, const core::SafeTensors& weights);
-  static std::unique_ptr<PointHead> load(const core::Json& config, const core::SafeTensors& weights);
+  // section = JsonReader(config, "config.json").object("point_head")
+  static std::unique_ptr<PointHead> load(const core::JsonReader& section, const core::SafeTensors& weights);
 
   const PointHeadConfig& config() const noexcept { return cfg_; }
   int input_dim() const noexcept { return cfg_.input_dim; }

@@ -8,8 +8,10 @@
 #include <string>
 
 #include "core/error.h"
+#include "cpu/activations.h"
 #include "cpu/gemm.h"
 #include "cpu/norm.h"
+#include "cpu/softmax.h"
 #include "cpu/vec.h"
 #include "runtime/kv_cache.h"
 
@@ -21,15 +23,6 @@ using core::Tensor;
 namespace {
 
 constexpr float kMaskBias = -1e10f;  // t5x: masked logits get -1e10 (added, not -inf)
-
-// flax.linen.gelu default (approximate=True): tanh form.
-void gated_gelu_tanh(float* a, const float* b, int64_t n) {
-  const float c = 0.7978845608028654f;  // sqrt(2/pi)
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = a[i];
-    a[i] = 0.5f * x * (1.f + std::tanh(c * (x + 0.044715f * x * x * x))) * b[i];
-  }
-}
 
 Tensor concat(std::initializer_list<Tensor> parts) {
   int64_t n = 0;
@@ -52,8 +45,7 @@ void check_tokens(const int32_t* t, int n, int vocab, const char* what) {
 
 }  // namespace
 
-T5Config T5Config::from_json(const core::Json& config) {
-  core::JsonReader r = core::JsonReader(config, "config.json").object("t5");
+T5Config T5Config::from_json(const core::JsonReader& r) {
   T5Config c;
   c.d_model = static_cast<int>(r.get_int("d_model", 1, 1 << 16));
   c.num_heads = static_cast<int>(r.get_int("num_heads", 1, 1024));
@@ -188,8 +180,8 @@ T5::T5(const T5Config& c, const core::SafeTensors& w) : cfg_(c), inner_(c.num_he
   lm_head_ = w.get("t5.lm_head.weight", {v, d});
 }
 
-std::unique_ptr<T5> T5::load(const core::Json& config, const core::SafeTensors& weights) {
-  return std::make_unique<T5>(T5Config::from_json(config), weights);
+std::unique_ptr<T5> T5::load(const core::JsonReader& section, const core::SafeTensors& weights) {
+  return std::make_unique<T5>(T5Config::from_json(section), weights);
 }
 
 std::unique_ptr<TextDecoderState> T5::new_state(const TextDecoderLimits& lim) const {
@@ -208,7 +200,7 @@ void T5::mlp(const Mlp& m, Buffers& b, int rows, float* residual) const {
   const int d = cfg_.d_model, f = cfg_.d_ff;
   cpu::linear(b.h.data(), rows, d, m.wi0.data(), nullptr, f, b.f0.data());
   cpu::linear(b.h.data(), rows, d, m.wi1.data(), nullptr, f, b.f1.data());
-  gated_gelu_tanh(b.f0.data(), b.f1.data(), static_cast<int64_t>(rows) * f);
+  cpu::gelu_tanh_mul(b.f0.data(), b.f1.data(), b.f0.data(), static_cast<int64_t>(rows) * f);  // flax gelu = tanh form
   cpu::linear(b.f0.data(), rows, f, m.wo.data(), nullptr, d, residual, /*accumulate=*/true);
 }
 
@@ -245,7 +237,7 @@ void T5::encode(const float* visual, int n_visual, const int32_t* context, int n
             sc[k] = cpu::vec::dot(qh, kh, dk) + (kMaskBias + rel);  // fully masked row: t5x arithmetic
           }
         }
-        runtime::softmax_inplace(sc, S);
+        cpu::softmax(sc, 1, S);
         float* out = b.ctx.data() + static_cast<int64_t>(q) * I + h * dk;
         std::memset(out, 0, static_cast<size_t>(dk) * sizeof(float));
         for (int k = 0; k < S; ++k)
@@ -325,7 +317,7 @@ void T5::step(TextDecoderState& base, const int32_t* tokens, float* logits, floa
           sc[j] = valid[j] ? cpu::vec::dot(qrow + h * dk, K + static_cast<int64_t>(j) * dk, dk) +
                                  rel_bias(dec_rel_, s.dec_bucket[pos - j], h)
                            : -std::numeric_limits<float>::infinity();
-        runtime::softmax_inplace(sc, pos + 1);
+        cpu::softmax(sc, 1, pos + 1);
         runtime::weighted_rows(sc, pos + 1, kv.value(li, h), dk, b.ctx.data() + static_cast<int64_t>(r) * I + h * dk,
                                false);
       }
@@ -341,7 +333,7 @@ void T5::step(TextDecoderState& base, const int32_t* tokens, float* logits, floa
         for (int j = 0; j < S; ++j)
           sc[j] = evalid[j] ? cpu::vec::dot(qrow + h * dk, K + static_cast<int64_t>(j) * dk, dk)
                             : -std::numeric_limits<float>::infinity();
-        runtime::softmax_inplace(sc, S);
+        cpu::softmax(sc, 1, S);
         runtime::weighted_rows(sc, S, s.cross.value(li, h), dk, b.ctx.data() + static_cast<int64_t>(r) * I + h * dk,
                                false);
       }
@@ -408,7 +400,7 @@ void T5::forward(const float* visual, int n_visual, const int32_t* context, int 
           else
             sc[k] = cpu::vec::dot(qh, kh, dk) + (kMaskBias + rel);
         }
-        runtime::softmax_inplace(sc, L);
+        cpu::softmax(sc, 1, L);
         float* out = b.ctx.data() + static_cast<int64_t>(q) * I + h * dk;
         std::memset(out, 0, static_cast<size_t>(dk) * sizeof(float));
         for (int k = 0; k < L; ++k)
@@ -430,7 +422,7 @@ void T5::forward(const float* visual, int n_visual, const int32_t* context, int 
           else
             sc[k] = cpu::vec::dot(qh, kh, dk) + kMaskBias;
         }
-        runtime::softmax_inplace(sc, S);
+        cpu::softmax(sc, 1, S);
         float* out = b.ctx.data() + static_cast<int64_t>(q) * I + h * dk;
         std::memset(out, 0, static_cast<size_t>(dk) * sizeof(float));
         for (int k = 0; k < S; ++k)

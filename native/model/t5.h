@@ -32,13 +32,14 @@ struct T5Config {
   float layer_norm_eps = 1e-6f;
 
   // Reads config.json's "t5" section (MODEL_FORMAT / LIMIT_EXCEEDED with the key path; only gated-gelu).
-  static T5Config from_json(const core::Json& config);
+  static T5Config from_json(const core::JsonReader& section);
 };
 
 class T5 final : public TextDecoder {
  public:
   T5(const T5Config& config, const core::SafeTensors& weights);
-  static std::unique_ptr<T5> load(const core::Json& config, const core::SafeTensors& weights);
+  // section = JsonReader(config, "config.json").object("t5")
+  static std::unique_ptr<T5> load(const core::JsonReader& section, const core::SafeTensors& weights);
 
   const T5Config& config() const noexcept { return cfg_; }
 

@@ -51,18 +51,6 @@ void KvCache::copy_from(const KvCache& other) {
   length_ = other.length_;
 }
 
-void softmax_inplace(float* s, int n) noexcept {
-  if (n <= 0) return;
-  float m = cpu::vec::max(s, n);
-  float sum = 0.f;
-  for (int i = 0; i < n; ++i) {
-    s[i] = std::exp(s[i] - m);
-    sum += s[i];
-  }
-  const float inv = 1.f / sum;
-  for (int i = 0; i < n; ++i) s[i] *= inv;
-}
-
 void weighted_rows(const float* p, int n, const float* v, int head_dim, float* out, bool accumulate) noexcept {
   if (!accumulate) std::memset(out, 0, static_cast<size_t>(head_dim) * sizeof(float));
   for (int j = 0; j < n; ++j) cpu::vec::axpy(p[j], v + static_cast<size_t>(j) * head_dim, out, head_dim);

@@ -63,9 +63,6 @@ class KvCache {
   std::vector<uint8_t> valid_;
 };
 
-// In-place numerically stable softmax over n scores (max subtracted, float32 sums).
-void softmax_inplace(float* scores, int n) noexcept;
-
 // out (head_dim) = sum_j probs[j] * v[j * head_dim .. ] over n rows (a contiguous KvCache block).
 // accumulate = true adds to out.
 void weighted_rows(const float* probs, int n, const float* v, int head_dim, float* out, bool accumulate) noexcept;
