@@ -302,7 +302,7 @@ class MaskDecoderGraph(nn.Module):
 FP32_OPS = frozenset({"LayerNormalization", "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceSumSquare",
                       "Pow", "Sqrt", "Reciprocal", "Exp", "Log", "Sin", "Cos", "Resize", "Range"})
 # Cheap ops that stay float32 when all their non-constant float inputs are float32 (mask/bias chains, the
-# preprocessing, the Fourier features); also every node whose float inputs are all constants.
+# preprocessing, the Fourier features); also constant subgraphs and floats made from ints/bools.
 _FOLLOW_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Where", "Max", "Min", "Clip", "Concat",
                          "Unsqueeze", "Squeeze", "Reshape", "Transpose", "Expand", "Slice", "Gather", "Tile",
                          "Identity", "Flatten", "Split"})
@@ -354,9 +354,11 @@ def convert_float16(model):
     prec = {}   # node name -> F32 | F16
     for n in nodes:
         data = [i for i in n.input if is_float(i) and i not in inits]
-        if n.op_type in FP32_OPS or not data:
-            prec[n.name] = F32
-        elif n.op_type in _FOLLOW_OPS and all(i in graph_inputs or prec.get(producer[i].name) == F32
+        if n.op_type in FP32_OPS or not any(i and i not in inits for i in n.input):
+            prec[n.name] = F32      # constant subgraphs (folded by TensorRT) and the float32 op types
+        elif not data and n.op_type != "Gather":
+            prec[n.name] = F32      # float made from ints/bools (masks, positions); embedding tables are float16
+        elif n.op_type in _FOLLOW_OPS and data and all(i in graph_inputs or prec.get(producer[i].name) == F32
                                               for i in data):
             prec[n.name] = F32
         else:
@@ -374,7 +376,7 @@ def convert_float16(model):
     # after the pull, ops fed only by float32 again follow (forward pass once more)
     for n in nodes:
         data = [i for i in n.input if is_float(i) and i not in inits]
-        if prec[n.name] == F16 and n.op_type in _FOLLOW_OPS and \
+        if prec[n.name] == F16 and n.op_type in _FOLLOW_OPS and data and \
                 all(i in graph_inputs or prec.get(producer[i].name) == F32 for i in data):
             prec[n.name] = F32
 
