@@ -264,3 +264,40 @@ TEST(prompt_mask_load_errors) {
                     "at least one");
   CHECK_THROWS_CODE(m.pe->dense_pe(0, 3, buf.data()), InvalidArgument, "grid");
 }
+
+TEST(prompt_mask_paths_beyond_golden) {
+  for (const char* name : kCases) {
+    Case c;
+    if (!load_case(name, c)) return;
+    Models m(c);
+    core::Tensor f = c.data->get("fused_features"), extra = c.data->get("extra_boxes");
+    const int64_t P = extra.dim(0), h = f.dim(0), w = f.dim(1), E = m.pe->embed_dim();
+    // several prompts, one of them the all-zero box (point-grid fallback)
+    std::vector<float> sparse(size_t(P * m.pe->adapter_tokens() * E));
+    m.pe->sparse_for_adapter(extra.data(), P, sparse.data());
+    check(c, sparse, "ref_extra_sparse", 1e-6);
+    std::vector<float> tokens(size_t(P * m.pa->tokens_per_prompt(h, w) * m.pa->token_dim()));
+    m.pa->visual_tokens(*m.pe, f.data(), h, w, extra.data(), P, tokens.data());
+    check(c, tokens, "ref_extra_visual_tokens", kTol);
+    {  // prompt_fuse_fn "dense": every image key becomes a visual token
+      core::Json cfg = c.config;
+      cfg["prompt_adapter"]["prompt_fuse_fn"] = "dense";
+      model::PromptAdapter dense(cfg, *c.weights);
+      core::Tensor boxes = c.data->get("prompt_boxes");
+      CHECK_EQ(dense.tokens_per_prompt(h, w), h * w);
+      std::vector<float> out(size_t(boxes.dim(0) * h * w * dense.token_dim()));
+      dense.visual_tokens(*m.pe, f.data(), h, w, boxes.data(), boxes.dim(0), out.data());
+      check(c, out, "ref_dense_fuse_tokens", kTol);
+    }
+    {  // multimask_output: mask tokens 1..3
+      core::Json cfg = c.config;
+      cfg["mask_decoder"]["multimask_output"] = true;
+      Models mm(c);
+      mm.md = std::make_unique<model::MaskDecoder>(cfg, *c.weights);
+      CHECK_EQ(mm.md->num_output_masks(), 3);
+      MaskOut o = mask_decode(c, mm, "cap", nullptr);
+      check(c, o.masks, "ref_cap_multi_masks", kTol);
+      check(c, o.iou, "ref_cap_multi_iou", kTol);
+    }
+  }
+}

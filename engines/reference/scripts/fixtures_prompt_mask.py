@@ -10,6 +10,9 @@ For each golden case writes into `build/fixtures/golden/<case>/`:
     ref_sparse (P,T,256)          reference PromptEncoder.sparse_for_adapter (the adapter's prompt tokens)
     ref_dense_pe (h,w,256)        reference get_dense_pe of the fused grid; ref_dense_pe_sam (24,24,256) of the SAM grid
     ref_visual_tokens (P,32,D)    reference prompt adapter output; golden_visual_tokens = out_tf_visual_features[0]
+    extra_boxes (3,4)             [all-zero box (point-grid fallback), a small box, the whole image]
+    ref_extra_sparse (3,T,256), ref_extra_visual_tokens (3,32,D)   the reference on those prompts
+    ref_dense_fuse_tokens (P,h*w,D)  the reference adapter with prompt_fuse_fn "dense" (same weights)
     for tag in cap, ref (captioning / referring inference):
       {tag}_boxes (1,4)           golden out_{tag}_detection_boxes[0] (the box prompting the mask decoder)
       {tag}_text (1,L,Dt)         reference text hidden states of the decoded/teacher-forced tokens
@@ -18,6 +21,7 @@ For each golden case writes into `build/fixtures/golden/<case>/`:
       ref_{tag}_box_sparse (1,2,256)   PromptEncoder.embed_boxes
       ref_{tag}_adapted (1,2,256)      MaskAdapter output (the mask decoder's sparse tokens)
       ref_{tag}_masks (1,96,96), ref_{tag}_iou (1,)      reference mask decoder (mask token 0)
+      ref_{tag}_multi_masks (3,96,96), ref_{tag}_multi_iou (3,)  the same with multimask_output=True
       golden_{tag}_masks, golden_{tag}_iou               the official outputs (the judge)
     post-processing (official pixel_llm evaluators.rescale_and_encode_masks): for i in 0..:
       post{i}_params (5,)         [valid_h, valid_w, padded_size, orig_h, orig_w]
@@ -123,6 +127,17 @@ def write_case(name: str, out_root: Path) -> None:
                  ref_dense_pe_sam=pe.get_dense_pe(sam.shape[1], sam.shape[2]).numpy(),
                  ref_visual_tokens=tokens[0].numpy(), golden_visual_tokens=o["tf_visual_features"][0])
         errs.append(_check("visual tokens", a["ref_visual_tokens"], a["golden_visual_tokens"]))
+        # paths the golden files do not reach: several prompts incl. an all-zero box (point-grid fallback), and
+        # the "dense" prompt_fuse_fn (every key of the transformer -> dense_output_mlp)
+        extra = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [10.0, 20.0, 200.0, 100.0], [0.0, 0.0, 383.0, 299.0]]])
+        a["extra_boxes"] = extra[0].numpy()
+        a["ref_extra_sparse"] = pe.sparse_for_adapter(extra, size)[0].numpy()
+        a["ref_extra_visual_tokens"] = pa(fused, dense_pe, pe.sparse_for_adapter(extra, size),
+                                          pe.dense_embedding())[0].numpy()
+        pa.fuse = "dense"
+        a["ref_dense_fuse_tokens"] = tokens_dense = pa(fused, dense_pe, sparse, pe.dense_embedding())[0].numpy()
+        pa.fuse = cfg["prompt_adapter"]["prompt_fuse_fn"]
+        assert tokens_dense.shape[1] == fused.shape[1] * fused.shape[2]
 
         visual = torch.from_numpy(o["tf_visual_features"][0].astype(np.float32))  # (P=1, 32, D)
         context = torch.from_numpy(g.inputs["context_tokens"][0].astype(np.int64))
@@ -150,6 +165,10 @@ def write_case(name: str, out_root: Path) -> None:
             a[f"golden_{tag}_iou"] = o[f"{tag}_iou_predictions"][0]
             errs.append(_check(f"{tag} masks", a[f"ref_{tag}_masks"], a[f"golden_{tag}_masks"]))
             errs.append(_check(f"{tag} iou", a[f"ref_{tag}_iou"], a[f"golden_{tag}_iou"]))
+            md.multimask_output = True  # multimask_output=True: mask tokens 1..3 and their IoUs
+            mm, mi = md.predict(sam, dense_pe_sam, adapted, pe.dense_embedding())
+            md.multimask_output = False
+            a[f"ref_{tag}_multi_masks"], a[f"ref_{tag}_multi_iou"] = mm[0, 0].numpy(), mi[0, 0].numpy()
 
     # post-processing: the valid region of the padded input and a few original sizes (up- and downscaling)
     m = g.inputs["padding_mask"][0] > 0.5
