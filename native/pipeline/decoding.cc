@@ -185,6 +185,8 @@ DecodeResult teacher_forced(const model::TextDecoder& decoder, model::TextDecode
   Work w(decoder, points, 1);
   DecodeResult r;
   r.sequence.assign(text.begin(), text.begin() + static_cast<long>(k) + 1);
+  r.hidden.reserve(k * D);
+  r.corners.reserve(k * np * 2);
   check_cancel(cancel);
   decoder.prefill(state, in.visual, in.n_visual, in.context, in.n_context, 1);
   float total = 0.f;
@@ -276,6 +278,10 @@ DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderSt
   std::vector<float> cand_lp(static_cast<size_t>(K) * V), logsm(static_cast<size_t>(K) * V), sel(C), pool;
   std::vector<int> idx, idx2, parents(K);
   std::vector<int32_t> feed(K);
+  std::vector<float> topk_lp(C);
+  std::vector<int> topk_beam(C);
+  std::vector<uint8_t> newly(C);
+  pool.reserve(K + C);
 
   auto step_live = [&](int pos) {  // feed live[i].seq[pos]; record outputs at `pos`
     check_cancel(cancel);
@@ -317,9 +323,6 @@ DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderSt
       for (int v = 0; v < V; ++v) cand_lp[static_cast<size_t>(i) * V + v] = ls[v] + live[i].score;
     }
     top_k(cand_lp, C, idx);
-    std::vector<float> topk_lp(C);
-    std::vector<int> topk_beam(C);
-    std::vector<uint8_t> newly(C);
     for (int j = 0; j < C; ++j) {
       topk_lp[j] = cand_lp[idx[j]];
       topk_beam[j] = idx[j] / V;

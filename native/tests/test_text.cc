@@ -314,3 +314,14 @@ TEST(text_incremental_and_cancel) {
                       InvalidText, "EOS");
   }
 }
+
+// t5x relative position buckets (values from pixelllm_ref.t5.relative_position_bucket, 32 buckets, distance 128).
+TEST(text_t5_relative_buckets) {
+  const int rel[] = {-200, -128, -127, -64, -33, -16, -15, -8, -7, -1, 0, 1, 7, 8, 15, 16, 33, 64, 127, 128, 200};
+  const int bidir[] = {15, 15, 15, 14, 12, 10, 9, 8, 7, 1, 0, 17, 23, 24, 25, 26, 28, 30, 31, 31, 31};
+  const int causal[] = {31, 31, 31, 26, 21, 16, 15, 8, 7, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); ++i) {
+    CHECK_EQ(model::T5::relative_bucket(rel[i], true, 32, 128), bidir[i]);
+    CHECK_EQ(model::T5::relative_bucket(rel[i], false, 32, 128), causal[i]);
+  }
+}
