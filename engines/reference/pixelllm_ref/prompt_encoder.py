@@ -51,14 +51,17 @@ def convert_official(params, cfg: dict) -> dict[str, np.ndarray]:
 
 
 class RandomFourierEmbedding(nn.Module):
-    """PositionEmbeddingRandom: [sin, cos](2*pi * (2*xy - 1) @ G), xy in [0,1]. HF `SamPositionalEmbedding` names."""
+    """PositionEmbeddingRandom: [sin, cos](2*pi * (2*xy - 1) @ G), xy in [0,1]. HF `SamPositionalEmbedding` names.
+
+    G is never trained: the official code reads it through `jax.lax.stop_gradient` (so does `detach` here).
+    """
 
     def __init__(self, num_pos_feats: int):
         super().__init__()
         self.positional_embedding = nn.Parameter(torch.zeros(2, num_pos_feats))
 
     def forward(self, coords01: torch.Tensor) -> torch.Tensor:
-        x = (2.0 * coords01 - 1.0) @ self.positional_embedding
+        x = (2.0 * coords01 - 1.0) @ self.positional_embedding.detach()
         x = (2.0 * math.pi) * x
         return torch.cat([torch.sin(x), torch.cos(x)], dim=-1)
 
