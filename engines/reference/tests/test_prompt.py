@@ -1,7 +1,7 @@
 """Prompt encoder + prompt adapter against the official golden visual tokens.
 
-Input: the official backbone outputs (`out_git_visual_features`, `out_sam_visual_features`), fused as the official
-`utils.concat_visual_features` does (SAM 24->27 bicubic, channel concat), and `input_prompt_boxes`.
+Input: the official backbone outputs (`out_git_visual_features`, `out_sam_visual_features`), fused by our
+feature_fusion (official `utils.concat_visual_features`: SAM 24->27 bicubic, channel concat), and `input_prompt_boxes`.
 Output: `out_tf_visual_features` (B, P, 32, D) (for T5 after the visual projection).
 """
 import numpy as np
@@ -9,22 +9,14 @@ import pytest
 import torch
 
 from pixelllm_ref import config as config_lib
-from pixelllm_ref import prompt_adapter, prompt_encoder
+from pixelllm_ref import feature_fusion, prompt_adapter, prompt_encoder
 from pixelllm_ref.convert import OfficialParams
 from pixelllm_ref.golden import rel_l2
 
 
-def _fuse(git, sam):
-    try:
-        from pixelllm_ref import feature_fusion
-    except ImportError:
-        feature_fusion = None
-    if feature_fusion is not None and hasattr(feature_fusion, "fuse"):
-        return feature_fusion.fuse(git, sam)
-    from pixelllm_ref.jax_resize import resize_torch
-
-    sam = resize_torch(sam, (sam.shape[0], git.shape[1], git.shape[2], sam.shape[3]), "bicubic")
-    return torch.cat([git, sam], dim=-1)
+def _fuse(golden, git, sam):
+    cfg = {feature_fusion.NAME: feature_fusion.config_from_official(golden.official_config)}
+    return feature_fusion.FeatureFusion(cfg)(eva02_encoder=git, sam_image_encoder=sam)
 
 
 def _build(golden):
@@ -52,7 +44,7 @@ def test_visual_tokens_match_official(golden):
     boxes = torch.from_numpy(golden.inputs["prompt_boxes"])
     size = golden.inputs["images"].shape[1:3]
     with torch.no_grad():
-        tokens = prompt_adapter.visual_tokens(pe, pa, _fuse(git, sam), boxes, size)
+        tokens = prompt_adapter.visual_tokens(pe, pa, _fuse(golden, git, sam), boxes, size)
     want = golden.outputs["tf_visual_features"]
     assert tokens.shape == want.shape
     assert rel_l2(tokens.numpy(), want) < 1e-4
