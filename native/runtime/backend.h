@@ -133,6 +133,7 @@ struct TensorRtOptions {
   int optimization_level = 3;   // IBuilderConfig::setBuilderOptimizationLevel (0..5)
   size_t workspace_bytes = size_t(1) << 30;   // memory pool limit (kWORKSPACE)
   bool cuda_graphs = true;      // capture the decode step in a CUDA graph (falls back when capture fails)
+  bool prefer_fp16 = true;      // build from onnx/<group>.fp16.onnx when present, else onnx/<group>.onnx
 };
 
 // Never throws and never crashes: no GPU, no driver (cudaGetDeviceCount errors, e.g. 35), or a build without

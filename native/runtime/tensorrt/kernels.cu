@@ -18,13 +18,16 @@ __global__ void kv_append_kernel(const float* const* src, float* const* dst, int
   }
 }
 
-__global__ void key_bias_kernel(float* bias, const int64_t* tokens, int64_t* position, int rows, int capacity,
-                                int base, bool t5_rule, bool after) {
+__global__ void key_bias_kernel(float* bias, const int64_t* tokens, int64_t* position, int64_t* position_rows, int rows,
+                                int capacity, int base, bool t5_rule, bool after) {
   const int64_t p = *position;
   for (int r = threadIdx.x; r < rows; r += blockDim.x) {
     const int64_t row = static_cast<int64_t>(r) * capacity + base;
     if (!after && t5_rule && p > 0) bias[row + p - 1] = tokens[r] == 0 ? -1e10f : 0.f;
-    if (after) bias[row + p] = 0.f;
+    if (after) {
+      bias[row + p] = 0.f;
+      position_rows[r] = p + 1;
+    }
   }
   __syncthreads();
   if (after && blockIdx.x == 0 && threadIdx.x == 0) *position = p + 1;
@@ -112,10 +115,11 @@ void launch_kv_append(const float* const* src, float* const* dst, int layers, in
   kv_append_kernel<<<grid, 256, 0, stream>>>(src, dst, rows, heads, head_dim, capacity, base, position);
 }
 
-void launch_key_bias_update(float* bias, const int64_t* tokens, int64_t* position, int rows, int capacity, int base,
-                            bool t5_rule, bool after, cudaStream_t stream) {
+void launch_key_bias_update(float* bias, const int64_t* tokens, int64_t* position, int64_t* position_rows, int rows,
+                            int capacity, int base, bool t5_rule, bool after, cudaStream_t stream) {
   // a single block, so the position update after __syncthreads is ordered after every row's write
-  key_bias_kernel<<<1, 128, 0, stream>>>(bias, tokens, position, rows, capacity, base, t5_rule, after);
+  key_bias_kernel<<<1, 128, 0, stream>>>(bias, tokens, position, position_rows, rows, capacity, base, t5_rule,
+                                         after);
 }
 
 void launch_greedy_pick(const float* logits, int rows, int vocab, int64_t* tokens, uint8_t* finished, int32_t eos_id,

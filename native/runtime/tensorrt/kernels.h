@@ -18,9 +18,10 @@ void launch_kv_append(const float* const* src, float* const* dst, int layers, in
 
 // Before the step at p = *position: T5 (t5_rule = true) sets bias[base + p - 1] = tokens[r] == 0 ? -1e10 : 0 for
 // p > 0 (the official "key valid iff the next token is not 0" rule); both heads leave the rest alone.
-// After the step (after = true): bias[base + p] = 0 and *position += 1 (one thread).
-void launch_key_bias_update(float* bias, const int64_t* tokens, int64_t* position, int rows, int capacity, int base,
-                            bool t5_rule, bool after, cudaStream_t stream);
+// After the step (after = true): bias[base + p] = 0, *position += 1 and position_rows[r] = p + 1 (the step graph's
+// per-row `position` input).
+void launch_key_bias_update(float* bias, const int64_t* tokens, int64_t* position, int64_t* position_rows, int rows,
+                            int capacity, int base, bool t5_rule, bool after, cudaStream_t stream);
 
 // Greedy choice per row over logits (rows, vocab): the previous token (tokens[r]) is capped at -1e4; rows with
 // finished[r] != 0 choose eos with log-prob 0 (and stay finished); a row choosing eos becomes finished.
