@@ -171,3 +171,23 @@ def test_load_from_model_dir(tmp_path):
     sd = m.state_dict()
     assert set(sd) == set(tensors)
     assert all(np.array_equal(sd[k].numpy(), tensors[k]) for k in tensors)
+
+
+def test_several_prompts_and_images_batch_like_single_runs():
+    """B=2 images x P=2 boxes: each (image, box) row equals its own single run (no cross-talk in the batching)."""
+    g = _golden("bert_s1_h300")
+    cfg, tensors = from_golden(g.name)
+    m = PixelLLM.from_tensors(cfg, tensors)
+    img = torch.from_numpy(g.inputs["images"])
+    pad = torch.from_numpy(g.inputs["padding_mask"])
+    boxes = torch.tensor([[[0.0, 0.0, 384.0, 300.0], [40.0, 30.0, 200.0, 250.0]]])
+    images, pads = torch.cat([img, img.flip(2)]), torch.cat([pad, pad])
+    with torch.no_grad():
+        both = m.inference(images, pads, boxes.expand(2, -1, -1))
+        for b in range(2):
+            for p in range(2):
+                one = m.inference(images[b:b + 1], pads[b:b + 1], boxes[:, p:p + 1])
+                assert torch.equal(one["text_tokens"][0, 0], both["text_tokens"][b, p])
+                for k in ("point_coords", "detection_boxes", "detection_masks", "iou_predictions"):
+                    assert rel_l2(one[k][0, 0], both[k][b, p]) < 1e-5, (b, p, k)
+    np.testing.assert_array_equal(both["text_tokens"][0, :1].numpy(), g.outputs["cap_text_tokens"][0])
