@@ -96,6 +96,11 @@ def demo_official() -> dict:
                             "mlp_activation": "gelu", "depth": 4, "hidden_dim": 256},
         "vocab_size": tokenizer.vocab_size(), "begin_token_id": tokenizer.BOS_ID, "end_token_id": tokenizer.EOS_ID,
         "max_caption_length": 96, "decode_method": "greedy", "decode_beam_size": 1,
+        # one-level class-agnostic CenterNet proposals on the fused 16x16 map (proposal_head.py); NMS 0.5 as the
+        # official final (ROI) NMS, since this head has no second stage
+        "box_decoder": {"name": "centernet_proposal", "num_classes": -1, "channels": 128, "num_convs": 2,
+                        "iou_thresh": 0.5, "score_thresh": 0.05, "pre_nms_topk_test": 100,
+                        "post_nms_topk_test": 16},
     })
     return cfg
 
@@ -188,12 +193,27 @@ def _sizes(off: dict) -> dict:
     return {"git": git, "sam": sam, "td": td, "pa": pa, "vp": vp, "vis": vis, "text": text}
 
 
+def _proposal_head_count(c: _Count, off: dict) -> None:
+    """proposal_head.py's one-level CenterNet: fpn conv1x1 + LN + conv3x3 + LN (no conv bias), tower of
+    conv3x3 + GroupNorm, bbox_pred (4), agn_hm (1), scale. The released CenterNet2 box decoder is not counted."""
+    bd = off["box_decoder"]
+    if bd.get("name") != "centernet_proposal":
+        raise ValueError(f"official_param_count: box decoder {bd.get('name')!r} is not counted")
+    ch = int(bd.get("channels", 256))
+    cin = off["git_backbone"]["embed_dim"] + off["sam_backbone"].get("out_chans", 256)
+    c.add((1, 1, cin, ch)), c.ln(ch), c.add((3, 3, ch, ch)), c.ln(ch)
+    for _ in range(int(bd.get("num_convs", 4))):
+        c.add((3, 3, ch, ch), (ch,)), c.ln(ch)
+    c.add((3, 3, ch, 4), (4,), (3, 3, ch, 1), (1,), (1,))
+
+
 def official_param_count(off: dict) -> tuple[int, int]:
-    """(tensors, parameters) of the official model for an official-keys config (no box decoder)."""
-    if off.get("box_decoder"):
-        raise ValueError("official_param_count: the CenterNet2 box decoder is not counted")
+    """(tensors, parameters) of the official model for an official-keys config (box decoder: see
+    _proposal_head_count)."""
     s = _sizes(off)
     c = _Count()
+    if off.get("box_decoder"):
+        _proposal_head_count(c, off)
     # EVA02 (git_backbone): patch conv, cls token, pos embed at the pretrain grid (+cls), blocks, ln_post
     g = s["git"]
     D, p = g["embed_dim"], g["patch_size"]

@@ -1,0 +1,376 @@
+"""Joint training of the demo PixelLLM on every task (synthetic shapes world), resumable, deterministic by seed.
+
+Follows the official multi-task recipe (configs/bert/pixel_llm_bert_trace_refseg_densecap_llava.py: sources merged
+into one batch, loss masks per task from io/ops.py AddTaskMask; PixelLlmFlaxModel.loss_function):
+  trace  (narratives)  text loss + per-token point loss (l1_nonzero, 'begin,end,pad' tokens ignored)
+  refer  (refseg)      point loss at the token before EOS (the referring box), no text loss (cap mask 0);
+                       SAM mask loss (focal x20 + dice + IoU-head MSE) on the mask decoder prompted with a box
+  region (densecap)    text loss of the region caption, prompt = the object box, proposal (CenterNet) loss
+AdamW (weight decay 0, as the official), linear warmup + cosine decay, global-norm gradient clipping.
+What differs from the official, to learn fast on 2 CPU cores (each choice named in TrainConfig):
+  * every image of a step trains EVERY task (one shared backbone pass), instead of one task per source batch;
+  * refer rows share the whole-image visual tokens (they are identical: prompt = whole image) and at most
+    `refer_rows` / `region_rows` objects per image are used per step; padding columns are trimmed per batch;
+  * text and point losses are averaged per task and then summed (the official averages over all tokens of the
+    merged batch, which lets 60-token narratives drown out 5-token region captions);
+  * the mask decoder is prompted with jittered ground-truth boxes early on, and with the model's own (detached)
+    referring boxes with a probability that ramps up to `pred_box_prob` (the official always uses its own boxes);
+  * randomly initialised model (no SAM/EVA02/BERT pretraining exists offline): position embeddings N(0, 0.02),
+    the SAM random-Fourier matrix N(0, 1) and frozen (SAM's PositionEmbeddingRandom is a fixed random buffer).
+Scene seeds: training draws seeds < 10**6 (`TRAIN_SEED_LIMIT`); evaluation (evaluate.py) uses seeds >= 10**9.
+
+Usage (from engines/reference):
+  .venv/bin/python -m pixelllm_ref.train --run runs/demo --steps 3000 --minutes 60          # start
+  .venv/bin/python -m pixelllm_ref.train --run runs/demo --resume                          # continue
+  .venv/bin/python -m pixelllm_ref.train --run runs/demo --export ../demo                  # model dir
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data, losses, proposal_head, scenes, tokenizer
+from .model import PixelLLM
+from .point_head import boxes_from_points
+
+TRAIN_SEED_LIMIT = 10 ** 6
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.json"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 4            # images per step; each image trains every task
+    steps: int = 900               # length of the LR schedule (a run may stop earlier at `minutes`)
+    minutes: float = 60.0          # wall-clock budget, summed over resumed runs
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.02
+    warmup: int = 50
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    threads: int = 1               # measured: 1 thread ~0.9 s/image, 2 threads 6-10 s/image on the shared 2 cores
+    refer_rows: int = 2
+    region_rows: int = 2
+    box_jitter: float = 0.1        # jitter of gt mask prompts, fraction of the box size
+    pred_box_prob: float = 0.5     # final probability of prompting the mask decoder with the predicted box
+    pred_box_ramp: tuple = (0.3, 0.7)  # progress interval over which that probability ramps up from 0
+    label_smooth: float = 0.1
+    w_text: float = 1.0
+    w_point: float = 0.1
+    w_mask: float = 1.0
+    w_det: float = 1.0
+    log_every: int = 5
+    ckpt_minutes: float = 4.0
+
+
+# ---- model ---------------------------------------------------------------------------------------------------
+def build_model(cfg: dict) -> PixelLLM:
+    """PixelLLM with the proposal head as the submodule `proposal_head` (added here when model.py does not)."""
+    try:
+        model = PixelLLM(cfg)
+    except ValueError as e:
+        if "proposal_head" not in str(e):
+            raise
+        model = PixelLLM({k: v for k, v in cfg.items() if k != proposal_head.NAME})
+        model.cfg = cfg
+    if proposal_head.NAME in cfg and not hasattr(model, proposal_head.NAME):
+        model.add_module(proposal_head.NAME, proposal_head.ProposalHead(cfg))
+    return model
+
+
+def init_weights(model: PixelLLM, seed: int) -> None:
+    """From-scratch init of the tensors the component constructors leave constant (see module doc)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name in ("sam_image_encoder.pos_embed", "eva02_encoder.pos_embed", "eva02_encoder.cls_token"):
+            p = model.get_parameter(name)
+            p.copy_(torch.randn(p.shape, generator=g).clamp(-2, 2) * 0.02)
+        gauss = model.prompt_encoder.shared_embedding.positional_embedding
+        gauss.copy_(torch.randn(gauss.shape, generator=g))
+        gauss.requires_grad_(False)
+
+
+# ---- data ----------------------------------------------------------------------------------------------------
+def step_seeds(tc: TrainConfig, step: int) -> list[int]:
+    base = (tc.seed * 7_919_993 + step * tc.batch_size) % TRAIN_SEED_LIMIT
+    return [(base + i) % TRAIN_SEED_LIMIT for i in range(tc.batch_size)]
+
+
+def _pick_rows(valid: np.ndarray, k: int, rng) -> np.ndarray:
+    idx = np.flatnonzero(valid)
+    idx = rng.permutation(idx)[:k]
+    pad = np.flatnonzero(~valid)[: k - len(idx)]
+    return np.concatenate([idx, pad]).astype(np.int64)
+
+
+def _trim(*arrays) -> int:
+    """Length of the longest non-padding prefix over all rows of the given (..., L) token arrays."""
+    n = 1
+    for a in arrays:
+        nz = np.flatnonzero((a != 0).reshape(-1, a.shape[-1]).any(axis=0))
+        n = max(n, int(nz[-1]) + 1 if nz.size else 1)
+    return n
+
+
+def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
+    """All tasks for the images of `step` (numpy). Deterministic in (tc.seed, step)."""
+    seeds = step_seeds(tc, step)
+    tr, rf, rg = (data.make_batch(t, seeds, dc) for t in ("trace", "refer", "region"))
+    rng = np.random.default_rng([tc.seed, step, 4242])
+    b = len(seeds)
+    rr = np.stack([_pick_rows(rf["gt_classes"][i] > 0, tc.refer_rows, rng) for i in range(b)])
+    gr = np.stack([_pick_rows(rg["gt_classes"][i] > 0, tc.region_rows, rng) for i in range(b)])
+    take = lambda a, idx: np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)  # noqa
+    out = {"images": tr["images"], "padding_mask": tr["padding_mask"], "scene_seeds": tr["scene_seeds"],
+           "all_boxes": rg["gt_boxes"], "all_valid": rg["gt_classes"] > 0}
+    lt = _trim(tr["text_tokens"])
+    lc = _trim(tr["context_tokens"])
+    out.update(trace_text=tr["text_tokens"][..., :lt], trace_ctx=tr["context_tokens"][..., :lc],
+               trace_points=tr["gt_point_coords"][:, :, :lt], trace_pv=tr["point_valid_mask"][..., :lt])
+    text, ctx = take(rf["text_tokens"], rr), take(rf["context_tokens"], rr)
+    lt, lc = _trim(text), _trim(ctx)
+    out.update(refer_text=text[..., :lt], refer_ctx=ctx[..., :lc], refer_boxes=take(rf["gt_boxes"], rr),
+               refer_valid=take(rf["gt_classes"], rr) > 0, refer_pv=take(rf["point_valid_mask"], rr)[..., :lt],
+               refer_masks=take(rf["gt_masks"], rr))
+    text, ctx = take(rg["text_tokens"], gr), take(rg["context_tokens"], gr)
+    lt, lc = _trim(text), _trim(ctx)
+    out.update(region_text=text[..., :lt], region_ctx=ctx[..., :lc], region_boxes=take(rg["gt_boxes"], gr),
+               region_valid=take(rg["gt_classes"], gr) > 0)
+    return out
+
+
+def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int) -> None:
+    """Producer process. data.example renders the same scene once per task; the layout (the costly part) is
+    memoised here by patching scenes.make_layout in THIS process only."""
+    scenes.make_layout = functools.lru_cache(maxsize=64)(scenes.make_layout)
+    tc, dc = TrainConfig(**tc_dict), data.DataConfig(**dc_dict)
+    for step in range(start, stop):
+        queue.put((step, make_step_batch(tc, dc, step)))
+
+
+class Prefetcher:
+    """Batches of steps [start, stop) from a spawned worker process (2 batches ahead)."""
+
+    def __init__(self, tc: TrainConfig, dc: data.DataConfig, start: int, stop: int):
+        ctx = mp.get_context("spawn")
+        self.queue = ctx.Queue(maxsize=2)
+        self.proc = ctx.Process(target=_data_worker, daemon=True,
+                                args=(self.queue, dataclasses.asdict(tc), dataclasses.asdict(dc), start, stop))
+        self.proc.start()
+
+    def get(self, step: int) -> dict:
+        got, batch = self.queue.get(timeout=600)
+        if got != step:
+            raise RuntimeError(f"data worker out of order: wanted step {step}, got {got}")
+        return batch
+
+    def close(self):
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join(timeout=10)
+
+
+# ---- losses --------------------------------------------------------------------------------------------------
+def mask_prompt_boxes(gt: torch.Tensor, pred: torch.Tensor, p_pred: float, jitter: float, image_hw: torch.Tensor,
+                      rng: np.random.Generator) -> torch.Tensor:
+    """(B,R,4) prompts: the predicted box with probability p_pred, else the gt box jittered by +-jitter*size."""
+    b, r = gt.shape[:2]
+    wh = (gt[..., 2:] - gt[..., :2]).repeat(1, 1, 2)
+    noise = torch.from_numpy(rng.uniform(-jitter, jitter, size=(b, r, 4)).astype(np.float32))
+    jit = gt + noise * wh
+    use_pred = torch.from_numpy(rng.random((b, r)) < p_pred)[..., None]
+    boxes = torch.where(use_pred, pred, jit)
+    x1 = torch.minimum(boxes[..., 0::2], boxes[..., 0::2].flip(-1))
+    x2 = torch.maximum(boxes[..., 0::2], boxes[..., 0::2].flip(-1))
+    y1 = torch.minimum(boxes[..., 1::2], boxes[..., 1::2].flip(-1))
+    y2 = torch.maximum(boxes[..., 1::2], boxes[..., 1::2].flip(-1))
+    wmax, hmax = image_hw[:, 1].view(b, 1), image_hw[:, 0].view(b, 1)
+    return torch.stack([x1[..., 0].clamp(min=0), y1[..., 0].clamp(min=0), torch.minimum(x2[..., 0], wmax),
+                        torch.minimum(y2[..., 0], hmax)], dim=-1)
+
+
+def pred_box_prob(tc: TrainConfig, step: int) -> float:
+    lo, hi = tc.pred_box_ramp
+    prog = step / max(tc.steps, 1)
+    return tc.pred_box_prob * float(np.clip((prog - lo) / max(hi - lo, 1e-9), 0.0, 1.0))
+
+
+def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tuple[torch.Tensor, dict]:
+    """Every task's loss on one step's images (torch batch from `make_step_batch`)."""
+    cfg = model.cfg
+    eos, vocab = int(cfg["eos_token_id"]), int(cfg["vocab_size"])
+    rng = np.random.default_rng([tc.seed, step, 777])
+    enc = model.encode(batch["images"], batch["padding_mask"])
+    vis_whole = model.visual_tokens(enc, None)  # (B,1,N,D)
+    m = {}
+    # trace: narrative text + per-token points
+    tf = model.teacher_forced(enc, vis_whole, batch["trace_text"], batch["trace_ctx"])
+    m["trace_text"] = losses.text_loss(tf["text_logits"], batch["trace_text"], None, tc.label_smooth, eos, vocab)
+    ones = torch.ones(batch["trace_pv"].shape, dtype=torch.bool)
+    m["trace_point"] = losses.point_loss(tf["point_coords"], batch["trace_pv"], batch["trace_points"], ones,
+                                         "l1_nonzero")
+    # refer: box at the token before EOS, mask from a box prompt
+    b, r = batch["refer_text"].shape[:2]
+    vis_r = vis_whole.expand(b, r, *vis_whole.shape[2:])
+    tr = model.teacher_forced(enc, vis_r, batch["refer_text"], batch["refer_ctx"])
+    gt_boxes = batch["refer_boxes"].float()
+    m["refer_point"] = losses.point_loss(tr["point_coords"], batch["refer_pv"], gt_boxes.reshape(b, r, 2, 2),
+                                         batch["refer_valid"], "l1_nonzero")
+    pred = boxes_from_points(tr["point_coords"], batch["refer_pv"]).detach()
+    prompt = mask_prompt_boxes(gt_boxes, pred, pred_box_prob(tc, step), tc.box_jitter, enc["image_hw"], rng)
+    pe = model.prompt_encoder
+    sparse = model.mask_adapter(pe.embed_boxes(prompt, model.image_size), vis_r, tr["text_feats"])
+    sam = enc["sam"]
+    masks, iou = model.mask_decoder.predict(sam, pe.get_dense_pe(sam.shape[1], sam.shape[2]), sparse,
+                                            pe.dense_embedding())
+    mk = losses.sam_mask_loss(masks, iou, batch["refer_masks"], batch["refer_valid"], enc["padding_mask"])
+    m.update(mask=mk["mask_loss"], mask_focal=mk["mask_focal_loss"].detach(), mask_dice=mk["mask_dice_loss"].detach(),
+             mask_iou=mk["mask_iou_pred_loss"].detach())
+    # region captions (prompt = object box)
+    vis_g = model.visual_tokens(enc, batch["region_boxes"].float())
+    tg = model.teacher_forced(enc, vis_g, batch["region_text"], batch["region_ctx"])
+    m["region_text"] = losses.text_loss(tg["text_logits"], batch["region_text"], batch["region_valid"],
+                                        tc.label_smooth, eos, vocab)
+    # proposals
+    det = proposal_head.losses(model.proposal_head(enc["features"]), batch["all_boxes"], batch["all_valid"],
+                               cfg[proposal_head.NAME]["stride"])
+    m["det"] = det["det_loss"]
+    m["det_hm"] = (det["proposal_pos_loss"] + det["proposal_neg_loss"]).detach()
+    m["det_reg"] = det["proposal_reg_loss"].detach()
+    total = (tc.w_text * (m["trace_text"] + m["region_text"]) + tc.w_point * (m["trace_point"] + m["refer_point"])
+             + tc.w_mask * m["mask"] + tc.w_det * m["det"])
+    m["total"] = total
+    return total, {k: float(v.detach()) for k, v in m.items()}
+
+
+# ---- schedule / checkpoints ----------------------------------------------------------------------------------
+def lr_at(tc: TrainConfig, step: int) -> float:
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    prog = min(1.0, (step - tc.warmup) / max(tc.steps - tc.warmup, 1))
+    return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * prog)))
+
+
+def make_optimizer(model: PixelLLM, tc: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=tc.weight_decay)
+
+
+def save_checkpoint(path: Path, model, opt, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), **state}, tmp)
+    os.replace(tmp, path)
+
+
+def export_model_dir(ckpt_path: Path, out_dir: Path) -> Path:
+    """config.json + model.safetensors + tokenizer.json from a checkpoint (float32, sorted names)."""
+    from .convert import write_model_dir
+
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    tensors = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in ck["model"].items()}
+    write_model_dir(out_dir, ck["model_config"], tensors, tokenizer.build_tokenizer_json())
+    return out_dir
+
+
+# ---- main loop -----------------------------------------------------------------------------------------------
+def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CONFIG) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "ckpt.pt"
+    log = open(run_dir / "train.log", "a", buffering=1)
+    torch.set_num_threads(tc.threads)
+    if resume:
+        if not ckpt.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
+        ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+        cfg = ck["model_config"]
+        tc = TrainConfig(**{**ck["train_config"], "minutes": tc.minutes})
+        tc.pred_box_ramp = tuple(tc.pred_box_ramp)
+        model = build_model(cfg)
+        model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
+        model.load_state_dict(ck["model"])
+        opt = make_optimizer(model, tc)
+        opt.load_state_dict(ck["optimizer"])
+        step, elapsed, examples = ck["step"], ck["elapsed"], ck["examples"]
+    else:
+        cfg = json.loads(Path(cfg_path).read_text())
+        torch.manual_seed(tc.seed)
+        model = build_model(cfg)
+        init_weights(model, tc.seed)
+        opt = make_optimizer(model, tc)
+        step, elapsed, examples = 0, 0.0, 0
+        log.write(json.dumps({"event": "start", "train_config": dataclasses.asdict(tc),
+                              "params": sum(p.numel() for p in model.parameters())}) + "\n")
+    model.train()
+    dc = data.DataConfig.for_model(cfg)
+    state = lambda: {"step": step, "elapsed": elapsed, "examples": examples,  # noqa: E731
+                     "train_config": dataclasses.asdict(tc), "model_config": cfg}
+    pre = Prefetcher(tc, dc, step, tc.steps)
+    t_last_ckpt = time.time()
+    acc, n_acc, t0, ex0 = {}, 0, time.time(), examples
+    try:
+        while step < tc.steps and elapsed < tc.minutes * 60:
+            t_step = time.time()
+            batch = data.to_torch(pre.get(step))
+            for g in opt.param_groups:
+                g["lr"] = lr_at(tc, step)
+            total, metrics = step_losses(model, batch, tc, step)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+            if not torch.isfinite(gnorm):
+                raise FloatingPointError(f"step {step}: non-finite gradient norm")
+            opt.step()
+            step += 1
+            examples += tc.batch_size
+            elapsed += time.time() - t_step
+            metrics["grad_norm"] = float(gnorm)
+            for k, v in metrics.items():
+                acc[k] = acc.get(k, 0.0) + v
+            n_acc += 1
+            if step % tc.log_every == 0 or step == tc.steps:
+                dt = time.time() - t0
+                rec = {"step": step, "examples": examples, "minutes": round(elapsed / 60, 2),
+                       "ex_per_s": round((examples - ex0) / max(dt, 1e-9), 3), "lr": lr_at(tc, step - 1),
+                       **{k: round(v / n_acc, 4) for k, v in acc.items()}}
+                log.write(json.dumps(rec) + "\n")
+                acc, n_acc, t0, ex0 = {}, 0, time.time(), examples
+            if time.time() - t_last_ckpt > tc.ckpt_minutes * 60:
+                save_checkpoint(ckpt, model, opt, state())
+                t_last_ckpt = time.time()
+    finally:
+        pre.close()
+    save_checkpoint(ckpt, model, opt, state())
+    log.write(json.dumps({"event": "stop", "step": step, "examples": examples, "minutes": round(elapsed / 60, 2)})
+              + "\n")
+    log.close()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", required=True, type=Path, help="run directory (checkpoint + train.log)")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--export", type=Path, help="write a model directory from the run's checkpoint and exit")
+    ap.add_argument("--config", type=Path, default=DEMO_CONFIG)
+    for f in dataclasses.fields(TrainConfig):
+        if f.type in ("int", "float") or isinstance(f.default, (int, float)):
+            ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    a = ap.parse_args(argv)
+    if a.export:
+        print(export_model_dir(a.run / "ckpt.pt", a.export))
+        return
+    tc = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(a, f.name)})
+    train(a.run, tc, a.resume, a.config)
+
+
+if __name__ == "__main__":
+    main()
