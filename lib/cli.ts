@@ -5,15 +5,23 @@
  *   pixelllm refer    <image> <expression>  [--mask]
  *   pixelllm segment  <image> --box x0,y0,x1,y1
  *   pixelllm dense    <image>
- *   pixelllm eval     (not built yet: accuracy on freshly generated scenes)
+ *   pixelllm eval     --seed S --count N   (accuracy on freshly generated scenes, through the native runtime)
  * Common: --model DIR (default: the demo model), --backend auto|cpu|tensorrt, --threads N, --json, --render OUT.png
+ * Output: human text by default (caption/describe stream their words as they are generated, then a summary);
+ * --json: machine-readable (caption/describe: one JSON line per token, then one line with the result).
+ * A progress bar goes to stderr, only when it is a TTY (dense, eval). docs/cli.md documents every command.
  */
 import { writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { InvalidArgumentError, PixelLLMError } from './errors';
+import { evaluate, formatEval } from './eval';
+import type { Mask } from './masks';
 import { PixelLLM } from './model';
-import { render } from './render';
-import type { Backend, Box } from './types';
+import { progressBar } from './progress';
+import { captionItems, denseItems, referItems, render, segmentItems } from './render';
+import type { RenderItems } from './render';
+import type { Backend, Box, CaptionResult, TokenEvent } from './types';
 
 export const COMMANDS = ['caption', 'describe', 'refer', 'segment', 'dense', 'eval'] as const;
 export type Command = (typeof COMMANDS)[number];
@@ -29,16 +37,25 @@ export interface CliArgs {
   box?: Box;
   mask: boolean;
   render?: string;
+  /** caption/describe: a task prompt the text continues from. */
+  prompt?: string;
+  /** eval only. */
+  seed?: number;
+  count?: number;
 }
 
-export const USAGE = `usage: pixelllm <caption|describe|refer|segment|dense|eval> <image> [expression] [options]
+export const USAGE = `usage: pixelllm <caption|describe|refer|segment|dense> <image> [expression] [options]
+       pixelllm eval --seed S --count N [--model DIR] [--json]
   --model DIR        model directory (default: the shipped demo model)
   --backend NAME     auto | cpu | tensorrt (default auto)
   --threads N        CPU threads (default: all cores)
   --box x0,y0,x1,y1  region in pixels (describe, segment)
   --mask             refer: also compute the mask
-  --json             print the result as JSON
-  --render OUT.png   draw the result onto the image`;
+  --prompt TEXT      caption/describe: task prompt (e.g. 'a long image caption:')
+  --seed S           eval: scene seed (default 0)
+  --count N          eval: number of scenes (default 20)
+  --json             print the result as JSON (caption/describe: one line per token, then the result)
+  --render OUT.png   draw the result onto the image (words at their points, boxes, masks)`;
 
 export function parseBox(text: string): Box {
   const v = text.split(',').map((s) => Number(s.trim()));
@@ -61,6 +78,9 @@ export function parseCli(argv: string[]): CliArgs {
         box: { type: 'string' },
         mask: { type: 'boolean', default: false },
         render: { type: 'string' },
+        prompt: { type: 'string' },
+        seed: { type: 'string' },
+        count: { type: 'string' },
       },
     });
   } catch (err) {
@@ -80,44 +100,113 @@ export function parseCli(argv: string[]): CliArgs {
   const expression = cmd === 'refer' ? rest.join(' ') : undefined;
   if (cmd === 'refer' && !expression) throw new InvalidArgumentError('refer needs an expression');
   if (cmd !== 'refer' && rest.length) throw new InvalidArgumentError(`unexpected arguments: ${rest.join(' ')}`);
-  return { command: cmd, image, expression, model: values.model, backend, threads, json: values.json ?? false, box, mask: values.mask ?? false, render: values.render };
+  if (cmd === 'eval' && image) throw new InvalidArgumentError(`eval takes no image (it generates its scenes), got ${image}`);
+  if (cmd !== 'eval' && (values.seed !== undefined || values.count !== undefined)) throw new InvalidArgumentError('--seed and --count are for eval');
+  if (values.prompt !== undefined && cmd !== 'caption' && cmd !== 'describe') throw new InvalidArgumentError('--prompt is for caption and describe');
+  const args: CliArgs = { command: cmd, image, expression, model: values.model, backend, threads, json: values.json ?? false, box, mask: values.mask ?? false, render: values.render };
+  if (values.prompt !== undefined) args.prompt = values.prompt;
+  if (cmd === 'eval') {
+    args.seed = parseCount('--seed', values.seed ?? '0', 0);
+    args.count = parseCount('--count', values.count ?? '20', 1);
+  }
+  return args;
+}
+
+function parseCount(name: string, text: string, min: number): number {
+  const v = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(v) || v < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got ${text}`);
+  return v;
 }
 
 function print(json: boolean, value: unknown, text: string): void {
   process.stdout.write(json ? JSON.stringify(value) + '\n' : text + '\n');
 }
 
+const fmt = (v: number, d = 1) => v.toFixed(d);
+const fmtBox = (b: Box) => b.map((v) => fmt(v)).join(',');
+
+async function writeRender(args: CliArgs, items: RenderItems): Promise<void> {
+  if (!args.render) return;
+  await writeFile(args.render, await render(args.image!, items));
+  process.stderr.write(`pixelllm: wrote ${path.resolve(args.render)}\n`);
+}
+
+function tokenLine(e: TokenEvent): string {
+  return JSON.stringify({ type: 'token', index: e.index, token: e.token, text: e.text, point: e.point, box: e.box, logprob: e.logprob });
+}
+
+/** Human summary after a streamed caption: the words with their points, the score and the speed. */
+function captionSummary(result: CaptionResult, ms: number): string {
+  const words = result.events.filter((e) => e.text.trim() !== '').map((e) => `${e.text.trim()}@${fmt(e.point[0], 0)},${fmt(e.point[1], 0)}`);
+  const speed = ms > 0 ? `, ${fmt(result.tokens.length / (ms / 1000))} tokens/s` : '';
+  return `\n\n${words.join(' ')}\n${result.tokens.length} tokens, score ${fmt(result.score, 3)}${speed}${result.box ? `, box ${fmtBox(result.box)}` : ''}`;
+}
+
+async function runEval(args: CliArgs): Promise<void> {
+  const bar = progressBar(args.count!, 'eval');
+  try {
+    const result = await evaluate({ seed: args.seed!, count: args.count!, model: args.model, backend: args.backend, threads: args.threads, onScene: () => bar.tick() });
+    bar.done();
+    print(args.json, result, formatEval(result));
+  } finally {
+    bar.done();
+  }
+}
+
 async function run(args: CliArgs): Promise<void> {
-  if (args.command === 'eval') throw new PixelLLMError('BACKEND_UNAVAILABLE', 'eval is not built yet');
+  if (args.command === 'eval') return runEval(args);
   const model = await PixelLLM.load(args.model, { backend: args.backend, threads: args.threads });
   try {
     const image = await model.encode(args.image!);
     switch (args.command) {
       case 'caption':
       case 'describe': {
-        const gen = args.command === 'caption' ? model.caption(image) : model.describe(image, args.box!);
-        if (!args.json) for await (const t of gen) process.stdout.write(t.text);
+        const options = args.prompt === undefined ? {} : { prompt: args.prompt };
+        const t0 = performance.now();
+        const gen = args.command === 'caption' ? model.caption(image, options) : model.describe(image, args.box!, options);
+        for await (const t of gen) process.stdout.write(args.json ? tokenLine(t) + '\n' : t.text);
         const result = await gen.result;
-        print(args.json, result, '');
-        if (args.render) await writeFile(args.render, await render(args.image!, { points: result.events.map((e) => e.point), boxes: args.box ? [{ box: args.box }] : [] }));
+        const ms = performance.now() - t0;
+        if (args.json) process.stdout.write(JSON.stringify({ type: 'result', ...result, ms }) + '\n');
+        else process.stdout.write(captionSummary(result, ms) + '\n');
+        await writeRender(args, captionItems(result, args.box));
         break;
       }
       case 'refer': {
         const result = await model.refer(image, args.expression!, { mask: args.mask });
-        print(args.json, { ...result, mask: result.mask?.rle }, `box ${result.box.map((v) => v.toFixed(1)).join(',')} score ${result.score.toFixed(3)}`);
-        if (args.render) await writeFile(args.render, await render(args.image!, { boxes: [{ box: result.box, label: args.expression }], mask: result.mask }));
+        print(args.json, { ...result, mask: result.mask?.rle }, `box ${fmtBox(result.box)} score ${fmt(result.score, 3)}${result.mask ? ` mask area ${result.mask.area()} iou ${fmt(result.maskScore ?? 0, 3)}` : ''}`);
+        await writeRender(args, referItems(args.expression!, result));
         break;
       }
       case 'segment': {
         const result = await model.segment(image, args.box!);
-        print(args.json, { ...result, mask: result.mask.rle }, `mask area ${result.mask.area()} score ${result.score.toFixed(3)}`);
-        if (args.render) await writeFile(args.render, await render(args.image!, { boxes: [{ box: result.box }], mask: result.mask }));
+        print(args.json, { ...result, mask: result.mask.rle }, `mask area ${result.mask.area()} score ${fmt(result.score, 3)}`);
+        await writeRender(args, segmentItems(result));
         break;
       }
       case 'dense': {
-        const items = await model.denseCaption(image);
-        print(args.json, items, items.map((it) => `${it.box.map((v) => v.toFixed(0)).join(',')}  ${it.text}`).join('\n'));
-        if (args.render) await writeFile(args.render, await render(args.image!, { boxes: items.map((it) => ({ box: it.box, label: it.text })) }));
+        const withMasks = Boolean(args.render) && model.info.hasMaskDecoder;
+        const bar = progressBar(1, 'dense');
+        try {
+          const items = await model.denseCaption(image);
+          const masks: (Mask | undefined)[] = [];
+          if (withMasks) {
+            const more = progressBar(items.length, 'masks');
+            try {
+              for (const it of items) {
+                masks.push((await model.segment(image, it.box)).mask);
+                more.tick();
+              }
+            } finally {
+              more.done();
+            }
+          }
+          bar.done();
+          print(args.json, items, items.map((it) => `${fmtBox(it.box)}  ${fmt(it.score, 2)}  ${it.text}`).join('\n') || '(no objects found)');
+          await writeRender(args, denseItems(items, withMasks ? masks : undefined));
+        } finally {
+          bar.done();
+        }
         break;
       }
     }
