@@ -1,0 +1,142 @@
+#include "bench_model.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "core/error.h"
+#include "cpu/gemm.h"
+#include "model/preprocess.h"
+
+namespace pixelllm::bench {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+}  // namespace
+
+BenchModel::BenchModel(const std::string& dir, int threads) : pool_(threads) {
+  config_ = core::parse_json_file(dir + "/config.json");
+  weights_ = core::SafeTensors::open(dir + "/model.safetensors");
+  cpu::blas_set_threads(pool_.size());
+  core::JsonReader top(config_, "config.json");
+  PIXELLLM_CHECK(top.get_string("text_decoder", 64) == "git_decoder", ConfigMismatch,
+                 "bench: only the git_decoder head is benchmarked");
+  image_size_ = static_cast<int>(top.get_int("image_size", 1, 16384));
+  bos_ = static_cast<int32_t>(top.get_int("bos_token_id", 0, 1 << 24));
+  eos_ = static_cast<int32_t>(top.get_int("eos_token_id", 0, 1 << 24));
+  sam_ = std::make_unique<model::SamImageEncoder>(top.object("sam_image_encoder"), *weights_);
+  eva_ = std::make_unique<model::Eva02Encoder>(top.object("eva02_encoder"), *weights_);
+  fusion_ = std::make_unique<model::FeatureFusion>(top.object("feature_fusion"), *weights_);
+  prompt_encoder_ = std::make_unique<model::PromptEncoder>(config_, *weights_);
+  prompt_adapter_ = std::make_unique<model::PromptAdapter>(config_, *weights_);
+  decoder_ = model::GitDecoder::load(top.object("git_decoder"), *weights_);
+  points_ = model::PointHead::load(top.object("point_head"), *weights_);
+  const int g = fusion_->output_size();
+  n_visual_ = static_cast<int>(prompt_adapter_->tokens_per_prompt(g, g));
+  visual_dim_ = prompt_adapter_->token_dim();
+}
+
+std::vector<uint8_t> BenchModel::test_image() const {
+  const int s = image_size_;
+  std::vector<uint8_t> img(size_t(s) * s * 3);
+  for (int y = 0; y < s; ++y)
+    for (int x = 0; x < s; ++x)
+      for (int c = 0; c < 3; ++c) img[(size_t(y) * s + x) * 3 + c] = uint8_t((x * (c + 1) + y * (3 - c) * 7) & 255);
+  return img;
+}
+
+std::vector<float> BenchModel::encode(const uint8_t* rgb, Timing* t) {
+  const int s = image_size_;
+  core::AlignedVector<float> sam_in(size_t(s) * s * 3), eva_in(size_t(s) * s * 3);
+  std::vector<float> sam_out(size_t(sam_->output_size())), eva_out(size_t(eva_->output_size()));
+  std::vector<float> fused(size_t(fusion_->output_floats()));
+  std::lock_guard<std::mutex> lock(compute_);
+  auto t0 = Clock::now();
+  model::normalize_image(rgb, s, s, s, sam_->config().pixels, sam_in.data(), &pool_);
+  model::normalize_image(rgb, s, s, s, eva_->config().pixels, eva_in.data(), &pool_);
+  auto t1 = Clock::now();
+  sam_->forward(sam_in.data(), sam_out.data(), &pool_);
+  auto t2 = Clock::now();
+  eva_->forward(eva_in.data(), eva_out.data(), &pool_);
+  auto t3 = Clock::now();
+  fusion_->forward(eva_out.data(), sam_out.data(), fused.data(), &pool_);
+  if (t) {
+    t->normalize = std::chrono::duration<double, std::milli>(t1 - t0).count();
+    t->sam = std::chrono::duration<double, std::milli>(t2 - t1).count();
+    t->eva = std::chrono::duration<double, std::milli>(t3 - t2).count();
+    t->fusion = ms_since(t3);
+  }
+  return fused;
+}
+
+std::vector<float> BenchModel::visual_tokens(const float* features) {
+  const int g = fusion_->output_size();
+  const float box[4] = {0.f, 0.f, float(image_size_), float(image_size_)};
+  std::vector<float> out(size_t(n_visual_) * visual_dim_);
+  std::lock_guard<std::mutex> lock(compute_);
+  prompt_adapter_->visual_tokens(*prompt_encoder_, features, g, g, box, 1, out.data(), &pool_);
+  return out;
+}
+
+double BenchModel::encoder_flops() const {
+  double f = 0;
+  {  // SAM
+    const auto& c = sam_->config();
+    const double D = c.hidden_size, G = c.grid(), N = G * G, M = c.mlp_dim, C = c.output_channels;
+    f += 2 * N * D * c.patch_size * c.patch_size * 3;
+    for (int i = 0; i < c.num_hidden_layers; ++i) {
+      const double ws = c.is_global(i) ? G : c.window_size;
+      const double nside = c.is_global(i) ? 1 : std::ceil(G / ws), T = ws * ws, rows = nside * nside * T;
+      f += 2 * rows * D * 3 * D + nside * nside * 4 * T * T * D + 2 * rows * D * D + 4 * N * D * M;
+    }
+    f += 2 * N * D * C + 2 * N * 9 * C * C;
+  }
+  {  // EVA02
+    const auto& c = eva_->config();
+    const double D = c.hidden_size, G = c.grid(), T = G * G + 1, Hm = c.mlp_hidden_size;
+    f += 2 * G * G * D * c.patch_size * c.patch_size * 3;
+    f += c.num_hidden_layers * (2 * T * D * 3 * D + 4 * T * T * D + 2 * T * D * D + 2 * T * D * 2 * Hm + 2 * T * Hm * D);
+  }
+  return f;
+}
+
+std::vector<int32_t> BenchModel::caption(const float* visual, int n_tokens, std::vector<double>* step_ms) {
+  model::TextDecoderLimits lim;
+  lim.max_visual = n_visual_;
+  lim.max_context = 0;
+  lim.max_text = n_tokens + 1;
+  lim.max_sequences = 1;
+  auto state = decoder_->new_state(lim);
+  const int V = decoder_->vocab_size(), D = decoder_->hidden_size();
+  std::vector<float> logits(static_cast<size_t>(V)), hidden(static_cast<size_t>(D)),
+      corners(static_cast<size_t>(points_->num_points()) * 2);
+  std::vector<float> scratch(points_->scratch_floats(1));
+  {
+    std::lock_guard<std::mutex> lock(compute_);
+    decoder_->prefill(*state, visual, n_visual_, nullptr, 0, 1);
+  }
+  std::vector<int32_t> out;
+  int32_t tok = bos_;
+  for (int i = 0; i < n_tokens; ++i) {
+    auto t0 = Clock::now();
+    {
+      std::lock_guard<std::mutex> lock(compute_);
+      decoder_->step(*state, &tok, logits.data(), hidden.data());
+      points_->predict(hidden.data(), 1, float(image_size_), float(image_size_), corners.data(), nullptr,
+                       scratch.data());
+    }
+    if (tok >= 0 && tok < V) logits[size_t(tok)] = std::min(logits[size_t(tok)], -1e4f);
+    logits[size_t(eos_)] = -INFINITY;
+    int best = 0;
+    for (int v = 1; v < V; ++v)
+      if (logits[size_t(v)] > logits[size_t(best)]) best = v;
+    tok = best;
+    out.push_back(tok);
+    if (step_ms) step_ms->push_back(ms_since(t0));
+  }
+  return out;
+}
+
+}  // namespace pixelllm::bench

@@ -1,0 +1,168 @@
+// Benchmark server for the native CPU runtime: `pixelllm_bench_native MODEL_DIR THREADS` reads one command per
+// line on stdin and answers one JSON object per line on stdout, so that bench/run.mjs can alternate it with the
+// onnxruntime and PyTorch peers inside one command (each peer stays loaded; runs interleave).
+//   info                 sizes + the analytic matmul FLOPs of the image side
+//   encode               image side (normalise, SAM, EVA02, fusion) of a synthetic image: ms (+ parts)
+//   steps N              prefill + N greedy steps on cached visual tokens: per-step ms (step i = position i)
+//   caption N            end to end: encode + prompt adapter + prefill + N greedy steps (+ point head each)
+//   concurrent K N       K threads, each a caption of N tokens on the cached features: wall ms, tokens/s
+//   gemm                 OpenBLAS sgemm GFLOP/s on encoder-like shapes with the same thread count (the peak)
+//   rss                  peak resident set size (MB)
+//   quit
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_model.h"
+#include "core/error.h"
+#include "cpu/gemm.h"
+
+using namespace pixelllm;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.4f", v);
+  return buf;
+}
+
+double peak_rss_mb() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+// Best GFLOP/s of a few sgemm shapes of the image encoders (SAM MLP / qkv, EVA02 SwiGLU) and a square one.
+std::string gemm_peak() {
+  struct Shape { int64_t m, n, k; };
+  const Shape shapes[] = {{784, 3840, 1280}, {576, 5120, 1280}, {730, 5460, 1024}, {1536, 1536, 1536}};
+  std::ostringstream os;
+  double best = 0;
+  os << "{\"shapes\":[";
+  bool first = true;
+  for (const Shape& s : shapes) {
+    core::AlignedVector<float> a(size_t(s.m * s.k), 0.5f), b(size_t(s.n * s.k), 0.25f), c(size_t(s.m * s.n));
+    cpu::sgemm(false, true, s.m, s.n, s.k, 1.f, a.data(), s.k, b.data(), s.k, 0.f, c.data(), s.n);  // warm
+    double gf = 0;
+    for (int r = 0; r < 3; ++r) {
+      auto t0 = Clock::now();
+      cpu::sgemm(false, true, s.m, s.n, s.k, 1.f, a.data(), s.k, b.data(), s.k, 0.f, c.data(), s.n);
+      gf = std::max(gf, 2.0 * s.m * s.n * s.k / (ms_since(t0) * 1e6));
+    }
+    best = std::max(best, gf);
+    os << (first ? "" : ",") << "{\"m\":" << s.m << ",\"n\":" << s.n << ",\"k\":" << s.k
+       << ",\"gflops\":" << num(gf) << "}";
+    first = false;
+  }
+  os << "],\"peak_gflops\":" << num(best) << "}";
+  return os.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s MODEL_DIR THREADS\n", argv[0]);
+    return 2;
+  }
+  try {
+    auto t_load = Clock::now();
+    bench::BenchModel m(argv[1], std::atoi(argv[2]));
+    const double load_ms = ms_since(t_load);
+    const std::vector<uint8_t> image = m.test_image();
+    std::vector<float> features, visual;
+    auto ensure_visual = [&] {
+      if (visual.empty()) {
+        features = m.encode(image.data());
+        visual = m.visual_tokens(features.data());
+      }
+    };
+    std::cout << "{\"ready\":true,\"load_ms\":" << num(load_ms) << "}" << std::endl;
+    std::string line;
+    while (std::getline(std::cin, line)) {
+      std::istringstream in(line);
+      std::string cmd;
+      in >> cmd;
+      std::ostringstream out;
+      if (cmd == "quit") break;
+      if (cmd == "info") {
+        out << "{\"image_size\":" << m.image_size() << ",\"n_visual\":" << m.n_visual()
+            << ",\"visual_dim\":" << m.visual_dim() << ",\"threads\":" << m.pool().size()
+            << ",\"blas_threads\":" << cpu::blas_threads() << ",\"max_positions\":" << m.max_positions()
+            << ",\"encoder_gflop\":" << num(m.encoder_flops() / 1e9) << "}";
+      } else if (cmd == "encode") {
+        bench::Timing t;
+        auto t0 = Clock::now();
+        features = m.encode(image.data(), &t);
+        const double ms = ms_since(t0);
+        out << "{\"ms\":" << num(ms) << ",\"sam_ms\":" << num(t.sam) << ",\"eva_ms\":" << num(t.eva)
+            << ",\"fusion_ms\":" << num(t.fusion) << ",\"normalize_ms\":" << num(t.normalize) << "}";
+      } else if (cmd == "steps") {
+        int n = 0;
+        in >> n;
+        ensure_visual();
+        std::vector<double> step_ms;
+        m.caption(visual.data(), n, &step_ms);
+        out << "{\"step_ms\":[";
+        for (size_t i = 0; i < step_ms.size(); ++i) out << (i ? "," : "") << num(step_ms[i]);
+        out << "]}";
+      } else if (cmd == "caption") {
+        int n = 0;
+        in >> n;
+        auto t0 = Clock::now();
+        std::vector<float> f = m.encode(image.data());
+        const double enc = ms_since(t0);
+        std::vector<float> v = m.visual_tokens(f.data());
+        const double ad = ms_since(t0) - enc;
+        std::vector<int32_t> toks = m.caption(v.data(), n);
+        const double ms = ms_since(t0);
+        out << "{\"ms\":" << num(ms) << ",\"encode_ms\":" << num(enc) << ",\"adapter_ms\":" << num(ad)
+            << ",\"decode_ms\":" << num(ms - enc - ad) << ",\"tokens\":" << toks.size() << "}";
+      } else if (cmd == "concurrent") {
+        int k = 1, n = 0;
+        in >> k >> n;
+        ensure_visual();
+        auto t0 = Clock::now();
+        std::vector<std::thread> threads;
+        std::vector<std::string> errors(static_cast<size_t>(k));
+        for (int i = 0; i < k; ++i)
+          threads.emplace_back([&, i] {
+            try {
+              m.caption(visual.data(), n);
+            } catch (const std::exception& e) {
+              errors[size_t(i)] = e.what();
+            }
+          });
+        for (auto& t : threads) t.join();
+        const double ms = ms_since(t0);
+        for (auto& e : errors)
+          if (!e.empty()) throw std::runtime_error(e);
+        out << "{\"ms\":" << num(ms) << ",\"tokens_per_s\":" << num(1000.0 * k * n / ms) << "}";
+      } else if (cmd == "gemm") {
+        out << gemm_peak();
+      } else if (cmd == "rss") {
+        out << "{\"peak_rss_mb\":" << num(peak_rss_mb()) << "}";
+      } else {
+        out << "{\"error\":\"unknown command '" << cmd << "'\"}";
+      }
+      std::cout << out.str() << std::endl;
+    }
+  } catch (const std::exception& e) {
+    std::cout << "{\"error\":" << "\"" << e.what() << "\"}" << std::endl;
+    return 1;
+  }
+  return 0;
+}
