@@ -48,102 +48,103 @@ TokenEvent make_event(int index, int32_t token, float logprob, const float* c, i
   return e;
 }
 
-// Scratch for one request, allocated once before the loop.
-struct Work {
-  Work(const model::TextDecoder& d, const model::PointHead& ph, int rows)
-      : logits(static_cast<size_t>(rows) * d.vocab_size()),
-        logp(d.vocab_size()),
-        hidden(static_cast<size_t>(rows) * d.hidden_size()),
-        corners(static_cast<size_t>(rows) * ph.num_points() * 2),
-        point_scratch(ph.scratch_floats(rows)) {}
-  std::vector<float> logits, logp, hidden, corners, point_scratch;
+// The prefix of one prompt repeated for `rows` session rows (DecoderSession::prefill takes one row per sequence),
+// built once before the loop. No context = one 0 token (the session rule).
+struct Prefix {
+  Prefix(const DecodeInput& in, const DecodeOptions& o, int rows) {
+    const size_t per = static_cast<size_t>(in.n_visual) * in.visual_dim;
+    visual.resize(per * rows);
+    for (int r = 0; r < rows; ++r) std::copy(in.visual, in.visual + per, visual.begin() + per * r);
+    n_context = in.context != nullptr && in.n_context > 0 ? in.n_context : 1;
+    context.assign(static_cast<size_t>(n_context) * rows, 0);
+    if (in.context != nullptr && in.n_context > 0)
+      for (int r = 0; r < rows; ++r) std::copy(in.context, in.context + n_context, context.begin() + n_context * r);
+    image_hw.resize(static_cast<size_t>(rows) * 2);
+    for (int r = 0; r < rows; ++r) {
+      image_hw[2 * r] = o.image_height;
+      image_hw[2 * r + 1] = o.image_width;
+    }
+  }
+  std::vector<float> visual, image_hw;
+  std::vector<int32_t> context;
+  int n_context = 1;
 };
 
-void validate(const model::TextDecoder& decoder, const model::PointHead& points, const DecodeInput& in,
-              const DecodeOptions& o) {
+void validate(const DecodeInput& in, const DecodeOptions& o) {
   PIXELLLM_CHECK(o.max_length >= 2, InvalidArgument,
                  "decode: max_length " + std::to_string(o.max_length) + " must be >= 2 (BOS + the EOS slot)");
-  PIXELLLM_CHECK(o.max_length - 1 <= decoder.max_text_positions(), LimitExceeded,
-                 "decode: max_length " + std::to_string(o.max_length) + " exceeds the decoder's " +
-                     std::to_string(decoder.max_text_positions()) + " text positions + 1");
   PIXELLLM_CHECK(o.beams >= 1 && o.beams <= 16, LimitExceeded,
                  "decode: beams " + std::to_string(o.beams) + " outside 1..16");
   PIXELLLM_CHECK(o.per_node_beams >= 1 && o.per_node_beams * o.beams <= 64, LimitExceeded,
                  "decode: per_node_beams * beams must be within 1..64");
-  const int v = decoder.vocab_size();
+  const int v = o.vocab_size;
+  PIXELLLM_CHECK(v >= 2, InvalidArgument, "decode: vocab_size must be >= 2");
+  PIXELLLM_CHECK(o.num_points >= 1, InvalidArgument, "decode: num_points must be >= 1");
   PIXELLLM_CHECK(o.bos_id >= 0 && o.bos_id < v && o.eos_id >= 0 && o.eos_id < v, InvalidArgument,
                  "decode: bos/eos ids outside the vocabulary");
   PIXELLLM_CHECK(o.beams * o.per_node_beams <= v, InvalidArgument, "decode: more beam candidates than vocabulary");
   PIXELLLM_CHECK(std::isfinite(o.image_width) && std::isfinite(o.image_height) && o.image_width > 0 &&
                      o.image_height > 0,
                  InvalidArgument, "decode: image size must be positive");
-  PIXELLLM_CHECK(in.visual != nullptr && in.n_visual >= 1, InvalidArgument, "decode: no visual tokens");
-  PIXELLLM_CHECK(points.input_dim() == decoder.hidden_size(), ConfigMismatch,
-                 "decode: point head input " + std::to_string(points.input_dim()) + " != decoder hidden size " +
-                     std::to_string(decoder.hidden_size()));
+  PIXELLLM_CHECK(in.visual != nullptr && in.n_visual >= 1 && in.visual_dim >= 1, InvalidArgument,
+                 "decode: no visual tokens");
 }
 
-void finish(DecodeResult& r, const model::PointHead& points, int hidden_size) {
-  const int np = points.num_points();
+void finish(DecodeResult& r, int num_points) {
   r.positions = static_cast<int>(r.sequence.size()) - 1;
-  r.hidden.resize(static_cast<size_t>(r.positions) * hidden_size);
-  r.corners.resize(static_cast<size_t>(r.positions) * np * 2);
-  r.box = box_of(r.corners.data() + static_cast<size_t>(r.positions - 1) * np * 2, np);
+  r.corners.resize(static_cast<size_t>(r.positions) * num_points * 2);
+  r.box = box_of(r.corners.data() + static_cast<size_t>(r.positions - 1) * num_points * 2, num_points);
 }
 
 }  // namespace
 
-model::TextDecoderLimits decode_limits(const DecodeInput& input, const DecodeOptions& options, int max_text_tokens) {
-  model::TextDecoderLimits lim;
-  lim.max_visual = input.n_visual;
-  lim.max_context = input.context ? input.n_context : 0;
+runtime::DecoderLimits decode_limits(const DecodeInput& input, const DecodeOptions& options, int max_text_tokens) {
+  runtime::DecoderLimits lim;
+  lim.max_rows = std::max(options.beams, 1);
+  lim.max_context = input.context != nullptr && input.n_context > 0 ? input.n_context : 1;  // none = one 0 token
   lim.max_text = std::max(options.max_length - 1, max_text_tokens);
-  lim.max_sequences = std::max(options.beams, 1);
   return lim;
 }
 
-DecodeResult generate(const model::TextDecoder& decoder, model::TextDecoderState& state,
-                      const model::PointHead& points, const DecodeInput& input, const DecodeOptions& options,
+DecodeResult generate(runtime::DecoderSession& session, const DecodeInput& input, const DecodeOptions& options,
                       const TokenCallback& on_token, const std::atomic<bool>& cancel) {
-  return options.beams == 1 ? greedy_decode(decoder, state, points, input, options, on_token, cancel)
-                            : beam_search(decoder, state, points, input, options, on_token, cancel);
+  return options.beams == 1 ? greedy_decode(session, input, options, on_token, cancel)
+                            : beam_search(session, input, options, on_token, cancel);
 }
 
 // ---- greedy -----------------------------------------------------------------------------------------------------
 
-DecodeResult greedy_decode(const model::TextDecoder& decoder, model::TextDecoderState& state,
-                           const model::PointHead& points, const DecodeInput& in, const DecodeOptions& o,
+DecodeResult greedy_decode(runtime::DecoderSession& session, const DecodeInput& in, const DecodeOptions& o,
                            const TokenCallback& on_token, const std::atomic<bool>& cancel) {
-  validate(decoder, points, in, o);
+  validate(in, o);
   PIXELLLM_CHECK(o.beams == 1, InvalidArgument, "greedy_decode: beams must be 1");
-  const int V = decoder.vocab_size(), D = decoder.hidden_size(), np = points.num_points();
-  Work w(decoder, points, 1);
+  const int V = o.vocab_size, np2 = o.num_points * 2;
+  Prefix prefix(in, o, 1);
+  std::vector<float> logits(V), logp(V);
   DecodeResult r;
   r.sequence.reserve(o.max_length);
-  r.hidden.reserve(static_cast<size_t>(o.max_length) * D);
-  r.corners.reserve(static_cast<size_t>(o.max_length) * np * 2);
-  auto feed = [&](int32_t token, bool want_logits) {
-    check_cancel(cancel);
-    decoder.step(state, &token, want_logits ? w.logits.data() : nullptr, w.hidden.data());
-    points.predict(w.hidden.data(), 1, o.image_width, o.image_height, w.corners.data(), nullptr,
-                   w.point_scratch.data());
-    r.hidden.insert(r.hidden.end(), w.hidden.begin(), w.hidden.begin() + D);
-    r.corners.insert(r.corners.end(), w.corners.begin(), w.corners.begin() + np * 2);
-  };
+  r.corners.resize(static_cast<size_t>(o.max_length) * np2);
 
+  // Position 0 (BOS) through the prefill; its logits pick the first word.
   check_cancel(cancel);
-  decoder.prefill(state, in.visual, in.n_visual, in.context, in.n_context, 1);
+  runtime::DecoderOutputs out;
+  out.logits = o.max_length > 2 ? logits.data() : nullptr;
+  out.corners = r.corners.data();
+  session.prefill(prefix.visual.data(), 1, prefix.context.data(), prefix.n_context, &o.bos_id, 1,
+                  prefix.image_hw.data(), out);
   r.sequence.push_back(o.bos_id);
-  feed(o.bos_id, o.max_length > 2);
   float total = 0.f;
-  int32_t last = o.bos_id;
   bool ended = false;
+  int32_t tok = 0;
+  float lp = 0.f;
+  if (o.max_length > 2) {
+    logits[o.bos_id] = std::min(logits[o.bos_id], kRepeatLogit);
+    log_softmax(logits.data(), V, logp.data());
+    tok = static_cast<int32_t>(std::max_element(logp.begin(), logp.end()) - logp.begin());
+    lp = logp[tok];
+  }
+  // Step cur writes the word chosen from position cur-1; feeding it gives its corners (and the next choice).
   for (int cur = 1; cur < o.max_length - 1; ++cur) {
-    float* lg = w.logits.data();
-    lg[last] = std::min(lg[last], kRepeatLogit);
-    log_softmax(lg, V, w.logp.data());
-    const int32_t tok = static_cast<int32_t>(std::max_element(w.logp.begin(), w.logp.end()) - w.logp.begin());
-    const float lp = w.logp[tok];
     total += lp;
     r.sequence.push_back(tok);
     if (tok == o.eos_id) {
@@ -151,27 +152,39 @@ DecodeResult greedy_decode(const model::TextDecoder& decoder, model::TextDecoder
       break;
     }
     r.tokens.push_back(tok);
-    feed(tok, cur + 1 < o.max_length - 1);  // no logits needed after the last writable slot
-    TokenEvent e = make_event(static_cast<int>(r.tokens.size()) - 1, tok, lp,
-                              r.corners.data() + r.corners.size() - np * 2, np);
+    check_cancel(cancel);
+    float* corners = r.corners.data() + static_cast<size_t>(cur) * np2;
+    int32_t next = 0;
+    float next_lp = 0.f;
+    if (cur + 1 < o.max_length - 1) {
+      runtime::GreedyStep g = session.step_greedy(&tok, nullptr, o.eos_id);
+      std::copy(g.corners.begin(), g.corners.begin() + np2, corners);
+      next = g.tokens[0];
+      next_lp = g.logprobs[0];
+    } else {  // the last writable slot: only the corners of this word are needed
+      runtime::DecoderOutputs last;
+      last.corners = corners;
+      session.step(&tok, last);
+    }
+    TokenEvent e = make_event(static_cast<int>(r.tokens.size()) - 1, tok, lp, corners, o.num_points);
     r.events.push_back(e);
     if (on_token) on_token(e);
-    last = tok;
+    tok = next;
+    lp = next_lp;
   }
   if (!ended) r.sequence.push_back(o.eos_id);  // the never-written last slot
   r.score = total / static_cast<float>(std::max<size_t>(r.tokens.size(), 1));
-  finish(r, points, D);
+  finish(r, o.num_points);
   return r;
 }
 
 // ---- teacher forcing --------------------------------------------------------------------------------------------
 
-DecodeResult teacher_forced(const model::TextDecoder& decoder, model::TextDecoderState& state,
-                            const model::PointHead& points, const DecodeInput& in, const DecodeOptions& o,
+DecodeResult teacher_forced(runtime::DecoderSession& session, const DecodeInput& in, const DecodeOptions& o,
                             const std::vector<int32_t>& text, const TokenCallback& on_token,
                             const std::atomic<bool>& cancel) {
-  validate(decoder, points, in, o);
-  const int V = decoder.vocab_size(), D = decoder.hidden_size(), np = points.num_points();
+  validate(in, o);
+  const int V = o.vocab_size, np2 = o.num_points * 2;
   PIXELLLM_CHECK(text.size() >= 2 && text[0] == o.bos_id, InvalidText,
                  "teacher_forced: text must start with BOS (" + std::to_string(o.bos_id) + ") and hold an EOS");
   size_t k = 1;
@@ -180,39 +193,34 @@ DecodeResult teacher_forced(const model::TextDecoder& decoder, model::TextDecode
                  "teacher_forced: text has no EOS (" + std::to_string(o.eos_id) + ")");
   for (size_t i = k + 1; i < text.size(); ++i)
     PIXELLLM_CHECK(text[i] == 0, InvalidText, "teacher_forced: only 0 padding may follow the EOS");
-  PIXELLLM_CHECK(static_cast<int>(k) <= decoder.max_text_positions(), LimitExceeded,
-                 "teacher_forced: text longer than the decoder's positions");
-  Work w(decoder, points, 1);
+  for (size_t i = 0; i <= k; ++i)
+    PIXELLLM_CHECK(text[i] >= 0 && text[i] < V, InvalidText, "teacher_forced: token id outside the vocabulary");
+  Prefix prefix(in, o, 1);
+  std::vector<float> logits(k * V), logp(V);
   DecodeResult r;
   r.sequence.assign(text.begin(), text.begin() + static_cast<long>(k) + 1);
-  r.hidden.reserve(k * D);
-  r.corners.reserve(k * np * 2);
+  r.corners.resize(k * np2);
   check_cancel(cancel);
-  decoder.prefill(state, in.visual, in.n_visual, in.context, in.n_context, 1);
+  runtime::DecoderOutputs out;
+  out.logits = logits.data();
+  out.corners = r.corners.data();
+  // Positions 0..k-1 (BOS, words) in one prefill; position p's logits score the token at p + 1.
+  session.prefill(prefix.visual.data(), 1, prefix.context.data(), prefix.n_context, text.data(),
+                  static_cast<int>(k), prefix.image_hw.data(), out);
   float total = 0.f;
-  for (size_t p = 0; p < k; ++p) {
-    check_cancel(cancel);
+  for (size_t p = 1; p <= k; ++p) {
+    log_softmax(logits.data() + (p - 1) * V, V, logp.data());
     const int32_t tok = text[p];
-    if (p > 0) {  // log-prob of the token fed now under the previous position's logits
-      log_softmax(w.logits.data(), V, w.logp.data());
-      total += w.logp[tok];
-    }
-    decoder.step(state, &tok, w.logits.data(), w.hidden.data());
-    points.predict(w.hidden.data(), 1, o.image_width, o.image_height, w.corners.data(), nullptr,
-                   w.point_scratch.data());
-    r.hidden.insert(r.hidden.end(), w.hidden.begin(), w.hidden.begin() + D);
-    r.corners.insert(r.corners.end(), w.corners.begin(), w.corners.begin() + np * 2);
-    if (p > 0) {
-      r.tokens.push_back(tok);
-      TokenEvent e = make_event(static_cast<int>(p) - 1, tok, w.logp[tok], w.corners.data(), np);
-      r.events.push_back(e);
-      if (on_token) on_token(e);
-    }
+    total += logp[tok];
+    if (p == k) break;  // EOS: scored, no event
+    r.tokens.push_back(tok);
+    TokenEvent e = make_event(static_cast<int>(p) - 1, tok, logp[tok], r.corners.data() + p * np2, o.num_points);
+    r.events.push_back(e);
+    if (on_token) on_token(e);
+    check_cancel(cancel);
   }
-  log_softmax(w.logits.data(), V, w.logp.data());
-  total += w.logp[o.eos_id];
   r.score = total / static_cast<float>(k);
-  finish(r, points, D);
+  finish(r, o.num_points);
   return r;
 }
 
@@ -221,9 +229,9 @@ DecodeResult teacher_forced(const model::TextDecoder& decoder, model::TextDecode
 namespace {
 
 struct Beam {
-  std::vector<int32_t> seq;  // official buffer, max_length ids
-  std::vector<float> hidden, corners;  // outputs of the positions fed so far (fed = number of positions)
-  std::vector<float> logprob;          // log-prob of the token written at each position
+  std::vector<int32_t> seq;      // official buffer, max_length ids
+  std::vector<float> corners;    // outputs of the positions fed so far (fed = number of positions)
+  std::vector<float> logprob;    // log-prob of the token written at each position
   int fed = 0;
   float score = 0;  // live: log-prob sum; finished: length-normalised score
   bool finished = false;
@@ -243,27 +251,25 @@ float brevity_penalty(float alpha, int length) {
   return std::pow(static_cast<float>((5.0 + length) / 6.0), alpha);
 }
 
-void copy_outputs(Beam& dst, const Beam& src, int D, int np2) {
+void copy_outputs(Beam& dst, const Beam& src, int np2) {
   dst.fed = src.fed;
-  std::copy(src.hidden.begin(), src.hidden.begin() + static_cast<long>(src.fed) * D, dst.hidden.begin());
   std::copy(src.corners.begin(), src.corners.begin() + static_cast<long>(src.fed) * np2, dst.corners.begin());
 }
 
 }  // namespace
 
-DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderState& state,
-                         const model::PointHead& points, const DecodeInput& in, const DecodeOptions& o,
+DecodeResult beam_search(runtime::DecoderSession& session, const DecodeInput& in, const DecodeOptions& o,
                          const TokenCallback& on_token, const std::atomic<bool>& cancel) {
-  validate(decoder, points, in, o);
+  validate(in, o);
   const int K = o.beams, C = o.per_node_beams * o.beams, L = o.max_length;
-  const int V = decoder.vocab_size(), D = decoder.hidden_size(), np = points.num_points(), np2 = np * 2;
-  Work w(decoder, points, K);
+  const int V = o.vocab_size, np = o.num_points, np2 = np * 2;
+  Prefix prefix(in, o, K);
+  std::vector<float> logits(static_cast<size_t>(K) * V), corners(static_cast<size_t>(K) * np2);
 
   auto fresh = [&]() {
     Beam b;
     b.seq.assign(L, o.eos_id);
     b.seq[0] = o.bos_id;
-    b.hidden.assign(static_cast<size_t>(L) * D, 0.f);
     b.corners.assign(static_cast<size_t>(L) * np2, 0.f);
     b.logprob.assign(L, 0.f);
     return b;
@@ -276,30 +282,31 @@ DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderSt
     fin[i].score = kBeamNegInf;
   }
   std::vector<float> cand_lp(static_cast<size_t>(K) * V), logsm(static_cast<size_t>(K) * V), sel(C), pool;
-  std::vector<int> idx, idx2, parents(K);
-  std::vector<int32_t> feed(K);
+  std::vector<int> idx, idx2;
+  std::vector<int32_t> parents(K), feed(K);
   std::vector<float> topk_lp(C);
   std::vector<int> topk_beam(C);
   std::vector<uint8_t> newly(C);
   pool.reserve(K + C);
+  runtime::DecoderOutputs out;
+  out.logits = logits.data();
+  out.corners = corners.data();
 
-  auto step_live = [&](int pos) {  // feed live[i].seq[pos]; record outputs at `pos`
+  auto step_live = [&](int pos) {  // feed live[i].seq[pos]; record outputs at `pos` (position 0 = the prefill)
     check_cancel(cancel);
     for (int i = 0; i < K; ++i) feed[i] = live[i].seq[pos];
-    decoder.step(state, feed.data(), w.logits.data(), w.hidden.data());
-    points.predict(w.hidden.data(), K, o.image_width, o.image_height, w.corners.data(), nullptr,
-                   w.point_scratch.data());
+    if (pos == 0)
+      session.prefill(prefix.visual.data(), K, prefix.context.data(), prefix.n_context, feed.data(), 1,
+                      prefix.image_hw.data(), out);
+    else
+      session.step(feed.data(), out);
     for (int i = 0; i < K; ++i) {
-      std::memcpy(live[i].hidden.data() + static_cast<size_t>(pos) * D, w.hidden.data() + static_cast<size_t>(i) * D,
-                  sizeof(float) * D);
       std::memcpy(live[i].corners.data() + static_cast<size_t>(pos) * np2,
-                  w.corners.data() + static_cast<size_t>(i) * np2, sizeof(float) * np2);
+                  corners.data() + static_cast<size_t>(i) * np2, sizeof(float) * np2);
       live[i].fed = pos + 1;
     }
   };
 
-  check_cancel(cancel);
-  decoder.prefill(state, in.visual, in.n_visual, in.context, in.n_context, K);
   const float min_bp = brevity_penalty(o.alpha, L);
   int cur = 1;
   while (cur < L - 1) {
@@ -313,7 +320,7 @@ DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderSt
 
     step_live(cur - 1);
     for (int i = 0; i < K; ++i) {
-      float* lg = w.logits.data() + static_cast<size_t>(i) * V;
+      float* lg = logits.data() + static_cast<size_t>(i) * V;
       if (o.beam_no_repeat) {
         const int32_t last = live[i].seq[cur - 1];
         lg[last] = std::min(lg[last], kRepeatLogit);
@@ -332,7 +339,7 @@ DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderSt
       c.seq[cur] = id;
       c.logprob = live[topk_beam[j]].logprob;
       c.logprob[cur] = logsm[idx[j]];
-      copy_outputs(c, live[topk_beam[j]], D, np2);
+      copy_outputs(c, live[topk_beam[j]], np2);
       newly[j] = id == o.eos_id;
       sel[j] = topk_lp[j] + (newly[j] ? kBeamNegInf : -0.f);
     }
@@ -343,7 +350,7 @@ DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderSt
       Beam& b = live_next[i];
       b.seq = cand[j].seq;
       b.logprob = cand[j].logprob;
-      copy_outputs(b, cand[j], D, np2);
+      copy_outputs(b, cand[j], np2);
       b.score = sel[j];
       parents[i] = topk_beam[j];
     }
@@ -359,31 +366,31 @@ DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderSt
       const Beam& src = j < K ? fin[j] : cand[j - K];
       b.seq = src.seq;
       b.logprob = src.logprob;
-      copy_outputs(b, src, D, np2);
+      copy_outputs(b, src, np2);
       b.score = pool[j];
       b.finished = j < K ? fin[j].finished : newly[j - K] != 0;
     }
     std::swap(live, live_next);
     std::swap(fin, fin_next);
-    decoder.reorder(state, parents.data());
+    session.reorder(parents.data());
     ++cur;
   }
 
   bool any = false;
   for (const Beam& b : fin) any = any || b.finished;
-  std::vector<Beam>& out = any ? fin : live;
+  std::vector<Beam>& res = any ? fin : live;
   DecodeResult r;
-  for (const Beam& b : out) {
+  for (const Beam& b : res) {
     r.beam_sequences.push_back(b.seq);
     r.beam_scores.push_back(b.score);
   }
-  Beam& best = out[K - 1];
+  Beam& best = res[K - 1];
   // official prepare_text_features: the sequence up to its first EOS (the last slot always holds one)
   size_t k = 1;
   while (k < best.seq.size() && best.seq[k] != o.eos_id) ++k;
   PIXELLLM_CHECK(k < best.seq.size(), Internal, "beam_search: best sequence without EOS");
   if (!any && static_cast<int>(k) > best.fed) {
-    // a live result: the last written word has not been fed yet; feed it for its hidden state / corners
+    // a live result: the last written word has not been fed yet; feed it for its corners
     PIXELLLM_CHECK(static_cast<int>(k) == best.fed + 1 && best.fed == cur - 1, Internal,
                    "beam_search: unexpected live state");
     step_live(best.fed);
@@ -391,7 +398,6 @@ DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderSt
   r.sequence.assign(best.seq.begin(), best.seq.begin() + static_cast<long>(k) + 1);
   r.tokens.assign(r.sequence.begin() + 1, r.sequence.end() - 1);
   r.score = best.score;
-  r.hidden.assign(best.hidden.begin(), best.hidden.begin() + static_cast<long>(k) * D);
   r.corners.assign(best.corners.begin(), best.corners.begin() + static_cast<long>(k) * np2);
   for (size_t p = 1; p < k; ++p) {
     TokenEvent e = make_event(static_cast<int>(p) - 1, r.sequence[p], best.logprob[p],
@@ -399,7 +405,7 @@ DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderSt
     r.events.push_back(e);
     if (on_token) on_token(e);
   }
-  finish(r, points, D);
+  finish(r, np);
   return r;
 }
 

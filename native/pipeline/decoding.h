@@ -1,5 +1,6 @@
-// Text decoding over model::TextDecoder (+ the point head): greedy, beam search and teacher forcing, with the
-// official PixelLLM rules (scenic `pixel_llm/auto_regressive_decode.py`, `PixelLlmModel.inference`), mirrored by
+// Text decoding over a backend's runtime::DecoderSession (text decoder + fused point head; native/runtime/backend.h),
+// so every backend (cpu, tensorrt) reuses it unchanged: greedy (through DecoderSession::step_greedy, a backend's
+// fast path), beam search and teacher forcing, with the official PixelLLM rules (scenic `pixel_llm/auto_regressive_decode.py`, `PixelLlmModel.inference`), mirrored by
 // `engines/reference/pixelllm_ref/decoding.py`.
 //
 // The official decode buffer has `max_length` slots: [BOS, EOS, EOS, ...]; step cur = 1 .. max_length-2 reads the
@@ -21,9 +22,8 @@
 #include <optional>
 #include <vector>
 
-#include "model/point_head.h"
-#include "model/text_decoder.h"
 #include "pipeline/pipeline.h"
+#include "runtime/backend.h"
 
 namespace pixelllm::pipeline {
 
@@ -35,13 +35,17 @@ struct DecodeOptions {
   float alpha = 0.6f;          // official brevity penalty exponent
   bool beam_no_repeat = false; // beam search with the greedy repeat rule (not official)
   float image_width = 0, image_height = 0;  // unpadded image size: corners are pixels of it
+  // Model sizes the buffers need (the session does not expose them): vocabulary and points per token.
+  int vocab_size = 0;
+  int num_points = 2;
 };
 
-// The prefix the decoder conditions on.
+// The prefix the decoder conditions on (one prompt; decoding repeats it per beam as DecoderSession::prefill wants).
 struct DecodeInput {
-  const float* visual = nullptr;  // (n_visual, decoder.visual_dim())
+  const float* visual = nullptr;  // (n_visual, visual_dim) visual tokens
   int n_visual = 0;
-  const int32_t* context = nullptr;  // context token ids (0 = padding) or null
+  int visual_dim = 0;
+  const int32_t* context = nullptr;  // context token ids (0 = padding) or null (= one 0 token, the session rule)
   int n_context = 0;
 };
 
@@ -53,7 +57,6 @@ struct DecodeResult {
                                   // teacher-forced: mean log-prob of the words and the EOS
   Box box;                        // min/max of the corners at the position before EOS
   int positions = 0;              // positions fed whose outputs are below: sequence.size() - 1
-  std::vector<float> hidden;      // (positions, D) decoder hidden states (BOS, words)
   std::vector<float> corners;     // (positions, num_points, 2) pixels
   // Beam search only: every beam's full official buffer (max_length ids) and score, increasing score order.
   std::vector<std::vector<int32_t>> beam_sequences;
@@ -62,29 +65,25 @@ struct DecodeResult {
 
 using TokenCallback = std::function<void(const TokenEvent&)>;
 
-// Limits a state must have for `options` (decoder.new_state(decode_limits(...))). max_text_tokens: for
-// teacher_forced, the text length (else 0).
-model::TextDecoderLimits decode_limits(const DecodeInput& input, const DecodeOptions& options,
-                                       int max_text_tokens = 0);
+// Limits a session must have for `options` (backend.text_decoder->new_session(decode_limits(...))).
+// max_text_tokens: for teacher_forced, the text length (else 0).
+runtime::DecoderLimits decode_limits(const DecodeInput& input, const DecodeOptions& options, int max_text_tokens = 0);
 
 // Validates options (INVALID_ARGUMENT / LIMIT_EXCEEDED) and dispatches: beams == 1 -> greedy, else beam search.
-// `cancel` is checked before every decoder step: ABORTED when set. on_token may be empty.
-DecodeResult generate(const model::TextDecoder& decoder, model::TextDecoderState& state,
-                      const model::PointHead& points, const DecodeInput& input, const DecodeOptions& options,
+// `cancel` is checked before every decoder call: ABORTED when set. on_token may be empty. The session is
+// (re)prefilled here and may be reused for another decode afterwards.
+DecodeResult generate(runtime::DecoderSession& session, const DecodeInput& input, const DecodeOptions& options,
                       const TokenCallback& on_token, const std::atomic<bool>& cancel);
 
-DecodeResult greedy_decode(const model::TextDecoder& decoder, model::TextDecoderState& state,
-                           const model::PointHead& points, const DecodeInput& input, const DecodeOptions& options,
+DecodeResult greedy_decode(runtime::DecoderSession& session, const DecodeInput& input, const DecodeOptions& options,
                            const TokenCallback& on_token, const std::atomic<bool>& cancel);
 
-DecodeResult beam_search(const model::TextDecoder& decoder, model::TextDecoderState& state,
-                         const model::PointHead& points, const DecodeInput& input, const DecodeOptions& options,
+DecodeResult beam_search(runtime::DecoderSession& session, const DecodeInput& input, const DecodeOptions& options,
                          const TokenCallback& on_token, const std::atomic<bool>& cancel);
 
 // The referring path (official with_cap=False): text = [BOS, words..., EOS] optionally followed by 0 padding
-// (INVALID_TEXT otherwise) is fed as is; events carry each word's log-prob under the model.
-DecodeResult teacher_forced(const model::TextDecoder& decoder, model::TextDecoderState& state,
-                            const model::PointHead& points, const DecodeInput& input, const DecodeOptions& options,
+// (INVALID_TEXT otherwise) is fed as is (one prefill); events carry each word's log-prob under the model.
+DecodeResult teacher_forced(runtime::DecoderSession& session, const DecodeInput& input, const DecodeOptions& options,
                             const std::vector<int32_t>& text, const TokenCallback& on_token,
                             const std::atomic<bool>& cancel);
 

@@ -95,6 +95,20 @@ class TextDecoderBackend {
  public:
   virtual ~TextDecoderBackend() = default;
   virtual std::unique_ptr<DecoderSession> new_session(const DecoderLimits& limits) const = 0;
+
+  // The official teacher-forced pass over a whole token row (PixelLlmModel.prepare_text_features: decoder.forward
+  // on the cleaned, 0-padded tokens with the official masks on EVERY position; the mask adapter reads them all).
+  // Arguments as DecoderSession::prefill; writes out.hidden (rows, n_text, D) and the other outputs when given.
+  // Default: a fresh session's prefill, which equals the official pass for GIT; for T5 the rows from the EOS on
+  // differ (officially they attend uniformly), so a backend that runs T5 overrides this.
+  virtual void forward(const float* visual, int rows, const int32_t* context, int n_context, const int32_t* text,
+                       int n_text, const float* image_hw, const DecoderOutputs& out) const {
+    DecoderLimits limits;
+    limits.max_rows = rows;
+    limits.max_context = n_context > 0 ? n_context : 1;
+    limits.max_text = n_text;
+    new_session(limits)->prefill(visual, rows, context, n_context, text, n_text, image_hw, out);
+  }
 };
 
 class MaskDecoderBackend {

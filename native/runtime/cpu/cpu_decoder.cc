@@ -1,0 +1,185 @@
+#include "runtime/cpu/cpu_decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "cpu/softmax.h"
+
+namespace pixelllm::runtime::cpu {
+
+namespace {
+
+constexpr float kRepeatLogit = -10000.f;  // official greedy: the previous token's logit is capped at -1e4
+
+// "No context" is one 0 token (backend.h); the model takes null for it.
+const int32_t* model_context(const int32_t* context, int& n_context) {
+  if (context == nullptr || n_context <= 0 || (n_context == 1 && context[0] == 0)) {
+    n_context = 0;
+    return nullptr;
+  }
+  return context;
+}
+
+void check_image_hw(const float* image_hw) {
+  PIXELLLM_CHECK(image_hw != nullptr && std::isfinite(image_hw[0]) && std::isfinite(image_hw[1]) &&
+                     image_hw[0] > 0 && image_hw[1] > 0,
+                 InvalidArgument, "decoder: image_hw must hold a positive (h, w)");
+}
+
+}  // namespace
+
+CpuDecoderSession::CpuDecoderSession(const model::TextDecoder& d, const model::PointHead& ph, int n_visual,
+                                     std::mutex& compute, const DecoderLimits& lim)
+    : d_(d), ph_(ph), n_visual_(n_visual), compute_(compute), lim_(lim) {
+  PIXELLLM_CHECK(lim.max_rows >= 1 && lim.max_rows <= 64 && lim.max_context >= 0 && lim.max_text >= 1,
+                 LimitExceeded, "decoder session: limits out of range (rows 1..64, text >= 1)");
+  model::TextDecoderLimits ml;
+  ml.max_visual = n_visual;
+  ml.max_context = lim.max_context;
+  ml.max_text = lim.max_text;
+  ml.max_sequences = lim.max_rows;
+  state_ = d.new_state(ml);
+  const size_t rows = lim_.max_rows;
+  logits_.resize(rows * d_.vocab_size());
+  logp_.resize(d_.vocab_size());
+  hidden_.resize(rows * d_.hidden_size());
+  corners_.resize(rows * ph_.num_points() * 2);
+  point_logits_.resize(rows * ph_.num_points() * ph_.logits_per_point());
+  scratch_.resize(ph_.scratch_floats(lim_.max_rows));
+}
+
+void CpuDecoderSession::prefill(const float* visual, int rows, const int32_t* context, int n_context,
+                                const int32_t* text, int n_text, const float* image_hw, const DecoderOutputs& out) {
+  PIXELLLM_CHECK(visual != nullptr && text != nullptr, InvalidArgument, "decoder prefill: null input");
+  PIXELLLM_CHECK(rows >= 1 && rows <= lim_.max_rows, LimitExceeded,
+                 "decoder prefill: " + std::to_string(rows) + " rows, the session allows " +
+                     std::to_string(lim_.max_rows));
+  PIXELLLM_CHECK(n_text >= 1 && n_text <= lim_.max_text, LimitExceeded,
+                 "decoder prefill: " + std::to_string(n_text) + " text tokens, the session allows " +
+                     std::to_string(lim_.max_text));
+  check_image_hw(image_hw);
+  image_h_ = image_hw[0];
+  image_w_ = image_hw[1];
+  const int32_t* ctx = model_context(context, n_context);
+  rows_ = 0;
+  {
+    std::lock_guard<std::mutex> lock(compute_);
+    d_.prefill(*state_, visual, n_visual_, ctx, n_context, rows);
+  }
+  rows_ = rows;
+  std::vector<int32_t> tokens(rows);
+  for (int p = 0; p < n_text; ++p) {
+    for (int r = 0; r < rows; ++r) tokens[r] = text[static_cast<size_t>(r) * n_text + p];
+    run_step(tokens.data(), out, p, n_text);
+  }
+}
+
+void CpuDecoderSession::step(const int32_t* tokens, const DecoderOutputs& out) { run_step(tokens, out, 0, 1); }
+
+void CpuDecoderSession::reorder(const int32_t* parents) {
+  PIXELLLM_CHECK(rows_ > 0, InvalidArgument, "decoder reorder before prefill");
+  std::vector<int> p(parents, parents + rows_);
+  std::lock_guard<std::mutex> lock(compute_);
+  d_.reorder(*state_, p.data());
+}
+
+GreedyStep CpuDecoderSession::step_greedy(const int32_t* tokens, const uint8_t* finished, int32_t eos_id) {
+  const int V = d_.vocab_size(), nc = corner_values();
+  GreedyStep g;
+  g.tokens.resize(rows_);
+  g.logprobs.resize(rows_);
+  g.corners.resize(static_cast<size_t>(rows_) * nc);
+  DecoderOutputs o;
+  o.logits = logits_.data();
+  o.corners = g.corners.data();
+  run_step(tokens, o, 0, 1);
+  for (int r = 0; r < rows_; ++r) {
+    if (finished != nullptr && finished[r]) {
+      g.tokens[r] = eos_id;
+      g.logprobs[r] = 0.f;
+      continue;
+    }
+    float* row = logits_.data() + static_cast<size_t>(r) * V;
+    const int32_t prev = tokens[r];
+    if (prev >= 0 && prev < V) row[prev] = std::min(row[prev], kRepeatLogit);
+    pixelllm::cpu::log_softmax(row, V, logp_.data());
+    const int best = static_cast<int>(std::max_element(logp_.begin(), logp_.end()) - logp_.begin());
+    g.tokens[r] = best;
+    g.logprobs[r] = logp_[best];
+  }
+  return g;
+}
+
+void CpuDecoderSession::run_step(const int32_t* tokens, const DecoderOutputs& out, int slot, int stride) {
+  PIXELLLM_CHECK(rows_ > 0, InvalidArgument, "decoder step before prefill");
+  const int V = d_.vocab_size(), D = d_.hidden_size();
+  const int nc = ph_.num_points() * 2, npl = ph_.num_points() * ph_.logits_per_point();
+  const bool direct = stride == 1;
+  float* logits = out.logits == nullptr ? nullptr : direct ? out.logits : logits_.data();
+  float* hidden = direct && out.hidden != nullptr ? out.hidden : hidden_.data();
+  float* corners = direct && out.corners != nullptr ? out.corners : corners_.data();
+  float* plog = out.point_logits == nullptr ? nullptr : direct ? out.point_logits : point_logits_.data();
+  {
+    std::lock_guard<std::mutex> lock(compute_);
+    d_.step(*state_, tokens, logits, hidden);
+    if (out.corners != nullptr || out.point_logits != nullptr)
+      ph_.predict(hidden, rows_, image_w_, image_h_, corners, plog, scratch_.data());
+  }
+  if (direct) return;
+  auto scatter = [&](float* dst, const float* src, int n) {
+    if (dst == nullptr) return;
+    for (int r = 0; r < rows_; ++r)
+      std::copy(src + static_cast<size_t>(r) * n, src + static_cast<size_t>(r + 1) * n,
+                dst + (static_cast<size_t>(r) * stride + slot) * n);
+  };
+  scatter(out.logits, logits_.data(), V);
+  scatter(out.hidden, hidden_.data(), D);
+  scatter(out.corners, corners_.data(), nc);
+  scatter(out.point_logits, point_logits_.data(), npl);
+}
+
+CpuTextDecoder::CpuTextDecoder(const model::TextDecoder& decoder, const model::PointHead& points, int n_visual,
+                               std::mutex& compute)
+    : decoder_(decoder), points_(points), n_visual_(n_visual), compute_(compute) {
+  PIXELLLM_CHECK(points.input_dim() == decoder.hidden_size(), ConfigMismatch,
+                 "point_head input_dim " + std::to_string(points.input_dim()) + " != text decoder hidden size " +
+                     std::to_string(decoder.hidden_size()));
+  PIXELLLM_CHECK(n_visual >= 1, ConfigMismatch, "text decoder: no visual tokens per prompt");
+}
+
+std::unique_ptr<DecoderSession> CpuTextDecoder::new_session(const DecoderLimits& limits) const {
+  return std::make_unique<CpuDecoderSession>(decoder_, points_, n_visual_, compute_, limits);
+}
+
+void CpuTextDecoder::forward(const float* visual, int rows, const int32_t* context, int n_context,
+                             const int32_t* text, int n_text, const float* image_hw,
+                             const DecoderOutputs& out) const {
+  PIXELLLM_CHECK(visual != nullptr && text != nullptr && rows >= 1 && n_text >= 1, InvalidArgument,
+                 "decoder forward: empty input");
+  const int V = decoder_.vocab_size(), D = decoder_.hidden_size();
+  const int nc = points_.num_points() * 2, npl = points_.num_points() * points_.logits_per_point();
+  const size_t per_visual = static_cast<size_t>(n_visual_) * decoder_.visual_dim();
+  std::vector<float> hidden(static_cast<size_t>(n_text) * D);
+  for (int r = 0; r < rows; ++r) {
+    check_image_hw(image_hw + 2 * r);
+    int nc_r = n_context;
+    const int32_t* ctx = model_context(context == nullptr ? nullptr : context + static_cast<size_t>(r) * n_context,
+                                       nc_r);
+    float* h = out.hidden != nullptr ? out.hidden + static_cast<size_t>(r) * n_text * D : hidden.data();
+    std::lock_guard<std::mutex> lock(compute_);
+    decoder_.forward(visual + per_visual * r, n_visual_, ctx, nc_r, text + static_cast<size_t>(r) * n_text, n_text,
+                     out.logits == nullptr ? nullptr : out.logits + static_cast<size_t>(r) * n_text * V, h);
+    if (out.corners != nullptr || out.point_logits != nullptr) {
+      std::vector<float> corners(static_cast<size_t>(n_text) * nc);
+      points_.predict(h, n_text, image_hw[2 * r + 1], image_hw[2 * r],
+                      out.corners == nullptr ? corners.data() : out.corners + static_cast<size_t>(r) * n_text * nc,
+                      out.point_logits == nullptr ? nullptr
+                                                  : out.point_logits + static_cast<size_t>(r) * n_text * npl);
+    }
+  }
+}
+
+}  // namespace pixelllm::runtime::cpu

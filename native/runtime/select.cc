@@ -1,0 +1,49 @@
+#include "runtime/select.h"
+
+#include <filesystem>
+#include <system_error>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "runtime/cpu/cpu_backend.h"
+
+namespace pixelllm::runtime {
+
+namespace {
+
+bool has_onnx(const std::string& dir) {
+  std::error_code ec;
+  const std::filesystem::path onnx = std::filesystem::path(dir) / "onnx";
+  if (!std::filesystem::is_directory(onnx, ec)) return false;
+  for (const auto& e : std::filesystem::directory_iterator(onnx, ec))
+    if (e.path().extension() == ".onnx") return true;
+  return false;
+}
+
+}  // namespace
+
+std::string resolve_backend(const std::string& requested, const std::string& dir) {
+  if (requested == "cpu") return "cpu";  // never probes the GPU
+  if (requested != "auto" && requested != "tensorrt") return choose_backend(requested, {}, false);  // throws
+  return choose_backend(requested, probe_tensorrt(), has_onnx(dir));
+}
+
+SelectedBackend create_backend(const BackendRequest& request, const core::Json& config) {
+  SelectedBackend out;
+  const std::string which = resolve_backend(request.backend, request.dir);
+  if (which == "tensorrt") {
+    TensorRtOptions options;  // decoder profiles sized by the model's caption length
+    const core::JsonReader top(config, "config.json");
+    const int max_len = static_cast<int>(top.get_int("max_caption_length", 2, 4096));
+    options.decoder.max_text = max_len;
+    options.decoder.max_context = max_len;
+    out.backend = create_tensorrt_backend(request.dir, options);
+    return out;
+  }
+  const std::string weights = (std::filesystem::path(request.dir) / "model.safetensors").string();
+  out.backend = cpu::create_cpu_backend(config, core::SafeTensors::open(weights), request.threads);
+  out.threads = cpu::cpu_backend_threads(*out.backend);
+  return out;
+}
+
+}  // namespace pixelllm::runtime
