@@ -29,37 +29,6 @@ export function maskIoU(a: Uint8Array, b: Uint8Array): number {
   return union === 0 ? 1 : inter / union;
 }
 
-/** The mask with its enclosed holes filled: outside pixels not 4-connected to the image border become inside. */
-export function fillHoles(bits: Uint8Array, width: number, height: number): Uint8Array {
-  const reached = new Uint8Array(bits.length);
-  const stack: number[] = [];
-  const seed = (i: number) => {
-    if (!bits[i] && !reached[i]) {
-      reached[i] = 1;
-      stack.push(i);
-    }
-  };
-  for (let x = 0; x < width; x++) {
-    seed(x);
-    seed((height - 1) * width + x);
-  }
-  for (let y = 0; y < height; y++) {
-    seed(y * width);
-    seed(y * width + width - 1);
-  }
-  while (stack.length) {
-    const i = stack.pop()!;
-    const x = i % width;
-    if (x > 0) seed(i - 1);
-    if (x < width - 1) seed(i + 1);
-    if (i >= width) seed(i - width);
-    if (i < (height - 1) * width) seed(i + width);
-  }
-  const out = new Uint8Array(bits.length);
-  for (let i = 0; i < out.length; i++) out[i] = bits[i] || !reached[i] ? 1 : 0;
-  return out;
-}
-
 /** Is the point inside the mask? The pixel (floor x, floor y), clamped to the image. */
 export function pointInMask(p: Point, bits: Uint8Array, width: number, height: number): boolean {
   const x = Math.min(width - 1, Math.max(0, Math.floor(p[0])));
@@ -99,32 +68,22 @@ export interface Vocabulary {
 
 export interface Mention {
   shape: string;
-  colour?: string;
+  colour: string;
   size?: string;
-  /** Index (into the words) of the shape word, and of the colour word when there is one. */
-  shapeWord: number;
-  colourWord?: number;
+  /** Indices (into the words) of the mention's words: [size,] colour, shape. */
+  words: number[];
 }
 
 /**
- * Object mentions in a word sequence: size and colour words are collected; a shape word closes a mention with
- * the last size and the last colour collected since the previous mention; any other word clears them.
+ * Object mentions, as the reference evaluation (pixelllm_ref/evaluate.py mention_hits) finds them: a shape word
+ * right after a colour word, with the size word right before the colour when there is one ("[size] colour shape").
  */
 export function findMentions(words: Word[], vocab: Vocabulary): Mention[] {
   const out: Mention[] = [];
-  let size: string | undefined;
-  let colour: number | undefined;
   words.forEach(({ word }, i) => {
-    if (vocab.sizes.includes(word)) size = word;
-    else if (vocab.colours.includes(word)) colour = i;
-    else if (vocab.shapes.includes(word)) {
-      out.push({ shape: word, size, colour: colour === undefined ? undefined : words[colour].word, shapeWord: i, colourWord: colour });
-      size = undefined;
-      colour = undefined;
-    } else {
-      size = undefined;
-      colour = undefined;
-    }
+    if (!vocab.shapes.includes(word) || i === 0 || !vocab.colours.includes(words[i - 1].word)) return;
+    const size = i >= 2 && vocab.sizes.includes(words[i - 2].word) ? words[i - 2].word : undefined;
+    out.push({ shape: word, colour: words[i - 1].word, size, words: size === undefined ? [i - 1, i] : [i - 2, i - 1, i] });
   });
   return out;
 }
@@ -133,17 +92,17 @@ export interface SceneObjectRef {
   shape: string;
   colour: string;
   size: string;
-  /** The object's silhouette (visible mask, holes filled), image size. */
+  /** The region a point must fall in: the object's full (unoccluded) mask with ring holes filled, image size. */
   silhouette: () => Uint8Array;
 }
 
 export interface PointInObjectCounts {
-  /** Scored words (colour and shape words of mentions that match an object). */
+  /** Scored words: every word of every mention. */
   words: number;
-  /** Scored words whose point is inside a matching object's silhouette. */
+  /** Scored words whose point is inside the silhouette of an object the mention names. */
   hits: number;
   mentions: number;
-  /** Mentions that match no object in the scene (their words are not scored). */
+  /** Mentions that name no object in the scene (all their words are misses). */
   unmatched: number;
 }
 
@@ -152,15 +111,11 @@ export function pointInObjectCounts(words: Word[], objects: SceneObjectRef[], vo
   const counts: PointInObjectCounts = { words: 0, hits: 0, mentions: 0, unmatched: 0 };
   for (const m of findMentions(words, vocab)) {
     counts.mentions++;
-    const cands = objects.filter((o) => o.shape === m.shape && (m.colour === undefined || o.colour === m.colour) && (m.size === undefined || o.size === m.size));
-    if (cands.length === 0) {
-      counts.unmatched++;
-      continue;
-    }
-    for (const wi of [m.colourWord, m.shapeWord]) {
-      if (wi === undefined) continue;
+    const named = objects.filter((o) => o.shape === m.shape && o.colour === m.colour && (m.size === undefined || o.size === m.size));
+    if (named.length === 0) counts.unmatched++;
+    for (const wi of m.words) {
       counts.words++;
-      if (cands.some((o) => pointInMask(words[wi].point, o.silhouette(), width, height))) counts.hits++;
+      if (named.some((o) => pointInMask(words[wi].point, o.silhouette(), width, height))) counts.hits++;
     }
   }
   return counts;
@@ -208,34 +163,25 @@ export function matchDetections(dets: Detection[], gts: GroundTruth[], iou = 0.5
 }
 
 /**
- * COCO-style AP at one IoU threshold: precision made monotone (non-increasing in recall), sampled at the 101
- * recall points 0, 0.01, ..., 1 (0 where the recall is never reached), averaged (pycocotools COCOeval.accumulate).
- * Returns null when there is no ground truth.
+ * All-point interpolated AP (PASCAL VOC 2010+, as pixelllm_ref/evaluate.py average_precision) of score-ranked
+ * true-positive flags over `numGt` ground truths: the area under the precision envelope. Null without ground truth.
  */
 export function averagePrecision(tp: boolean[], numGt: number): number | null {
   if (numGt === 0) return null;
-  const recall: number[] = [];
-  const precision: number[] = [];
+  const mrec = [0];
+  const mpre = [0];
   let t = 0;
   tp.forEach((hit, i) => {
     if (hit) t++;
-    recall.push(t / numGt);
-    precision.push(t / (i + 1));
+    mrec.push(t / numGt);
+    mpre.push(t / (i + 1));
   });
-  for (let i = precision.length - 2; i >= 0; i--) precision[i] = Math.max(precision[i], precision[i + 1]);
-  let sum = 0;
-  for (let k = 0; k <= 100; k++) {
-    const r = k * 0.01; // numpy.linspace(0, 1, 101), as pycocotools
-    let lo = 0;
-    let hi = recall.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (recall[mid] < r) lo = mid + 1;
-      else hi = mid;
-    }
-    if (lo < precision.length) sum += precision[lo];
-  }
-  return sum / 101;
+  mrec.push(1);
+  mpre.push(0);
+  for (let i = mpre.length - 2; i >= 0; i--) mpre[i] = Math.max(mpre[i], mpre[i + 1]);
+  let ap = 0;
+  for (let i = 0; i + 1 < mrec.length; i++) if (mrec[i + 1] !== mrec[i]) ap += (mrec[i + 1] - mrec[i]) * mpre[i + 1];
+  return ap;
 }
 
 export function mean(values: number[]): number | null {

@@ -14,7 +14,6 @@ import {
   averagePrecision,
   boxIoU,
   captionWords,
-  fillHoles,
   maskIoU,
   matchDetections,
   mean,
@@ -64,7 +63,7 @@ export interface EvalResult {
   pointInObject: number | null;
   /** Share of objects whose describe(box) text equals the scene's region caption. */
   regionCaptionExact: number | null;
-  /** COCO-style AP at IoU 0.5 with exact captions (null without a proposal head). */
+  /** AP at IoU 0.5 with exact captions, all-point interpolated (null without a proposal head). */
   denseAP50: number | null;
   /** Caption tokens per second of caption generation (image already encoded). */
   tokensPerSecond: number | null;
@@ -87,7 +86,10 @@ interface SceneObjectJson {
   size: string;
   box: Box;
   mask_rle: RLE;
-  expression: string;
+  /** The expression the reference evaluation asks for (eval_scenes.py). */
+  eval_expression: string;
+  /** Full mask, ring holes filled (eval_scenes.py). */
+  silhouette_rle: RLE;
   caption: string;
 }
 
@@ -189,9 +191,9 @@ export async function evaluateScenes(model: PixelLLM, dir: string, manifest: Sce
     const caption = await model.caption(image, { prompt: manifest.prompts.narrative }).result;
     captionMs += performance.now() - tc;
     captionTokens += caption.tokens.length;
-    const refs: SceneObjectRef[] = scene.objects.map((o, k) => {
+    const refs: SceneObjectRef[] = scene.objects.map((o) => {
       let sil: Uint8Array | undefined;
-      return { shape: o.shape, colour: o.colour, size: o.size, silhouette: () => (sil ??= fillHoles(masks[k], scene.width, scene.height)) };
+      return { shape: o.shape, colour: o.colour, size: o.size, silhouette: () => (sil ??= Mask.fromRLE(o.silhouette_rle).toBitmap()) };
     });
     const c = pointInObjectCounts(captionWords(caption.events), refs, manifest.vocabulary, scene.width, scene.height);
     point.words += c.words;
@@ -201,7 +203,7 @@ export async function evaluateScenes(model: PixelLLM, dir: string, manifest: Sce
     // Per object: referring box (+ mask), region caption.
     for (const [k, o] of scene.objects.entries()) {
       objects++;
-      const ref = await model.refer(image, o.expression, { mask: info.hasMaskDecoder });
+      const ref = await model.refer(image, o.eval_expression, { mask: info.hasMaskDecoder });
       referIoU.push(boxIoU(ref.box, o.box));
       if (ref.mask) masksIoU.push(maskIoU(ref.mask.toBitmap(), masks[k]));
       const region = await model.describe(image, o.box, { prompt: manifest.prompts.region }).result;
@@ -209,7 +211,10 @@ export async function evaluateScenes(model: PixelLLM, dir: string, manifest: Sce
       gts.push({ scene: si, box: o.box, caption: o.caption });
     }
     if (info.hasProposalHead) {
-      for (const it of await model.denseCaption(image)) dets.push({ scene: si, box: it.box, score: it.score, text: it.text });
+      // Ranking score as the reference (proposal_head.dense_caption): sqrt(proposal score * caption probability).
+      for (const it of await model.denseCaption(image)) {
+        dets.push({ scene: si, box: it.box, score: Math.sqrt(Math.max(0, it.score) * Math.exp(it.captionScore)), text: it.text });
+      }
     }
     image.dispose();
     onScene?.(si + 1, manifest.scenes.length);

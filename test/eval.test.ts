@@ -13,7 +13,6 @@ import {
   averagePrecision,
   boxIoU,
   captionWords,
-  fillHoles,
   findMentions,
   maskIoU,
   matchDetections,
@@ -51,48 +50,38 @@ describe('eval metrics', () => {
     assert.equal(maskIoU(new Uint8Array(4), new Uint8Array(4)), 1);
   });
 
-  it('fills the hole of a ring, not the outside', () => {
-    const ring = square(9, 9, 2, 2, 7, 7);
-    ring[4 * 9 + 4] = 0;
-    const filled = fillHoles(ring, 9, 9);
-    assert.equal(filled[4 * 9 + 4], 1);
-    assert.equal(filled[0], 0);
-    assert.equal(filled.reduce((a, b) => a + b, 0), 25);
-  });
-
   it('turns token events into words (continuations join, punctuation is stripped)', () => {
     const ev = (text: string, point: Point) => ({ text, point });
     const words = captionWords([ev('a', [1, 1]), ev(' red', [2, 2]), ev(' ci', [3, 3]), ev('rcle', [9, 9]), ev('.', [9, 9]), ev('', [0, 0]), ev(' .', [5, 5])]);
     assert.deepEqual(words, [{ word: 'a', point: [1, 1] }, { word: 'red', point: [2, 2] }, { word: 'circle', point: [3, 3] }]);
   });
 
-  it('finds mentions: size and colour words before a shape word', () => {
+  it('finds mentions as the reference does: [size] colour shape, adjacent words', () => {
     const w = (s: string) => s.split(' ').map((word) => ({ word, point: [0, 0] as Point }));
-    const m = findMentions(w('in this picture a large red circle above a blue square and the red ring red and circle'), VOCAB);
-    assert.deepEqual(m.map((x) => [x.size, x.colour, x.shape]), [['large', 'red', 'circle'], [undefined, 'blue', 'square'], [undefined, 'red', 'ring'], [undefined, undefined, 'circle']]);
-    assert.deepEqual([m[0].colourWord, m[0].shapeWord], [5, 6]);
+    const m = findMentions(w('in this picture a large red circle above a blue square and the red ring red and circle large circle'), VOCAB);
+    assert.deepEqual(m.map((x) => [x.size, x.colour, x.shape]), [['large', 'red', 'circle'], [undefined, 'blue', 'square'], [undefined, 'red', 'ring']]);
+    assert.deepEqual(m.map((x) => x.words), [[4, 5, 6], [9, 10], [13, 14]]);
   });
 
-  it('pointInObject: colour and shape words of matched mentions, hits inside the silhouette', () => {
+  it('pointInObject: every mention word scores, inside the silhouette of a named object; unnamed = misses', () => {
     const W = 40;
     const H = 20;
-    const ring = square(W, H, 0, 0, 15, 15);
-    for (let y = 5; y < 10; y++) for (let x = 5; x < 10; x++) ring[y * W + x] = 0;
+    const disc = square(W, H, 0, 0, 15, 15); // a ring's silhouette: its hole is filled
     const objects: SceneObjectRef[] = [
-      { shape: 'ring', colour: 'red', size: 'large', silhouette: () => fillHoles(ring, W, H) },
+      { shape: 'ring', colour: 'red', size: 'large', silhouette: () => disc },
       { shape: 'square', colour: 'blue', size: 'small', silhouette: () => square(W, H, 25, 5, 35, 15) },
     ];
     const words = [
-      { word: 'a', point: [0, 0] as Point },
-      { word: 'red', point: [7, 7] as Point }, // in the ring's hole: inside the silhouette
+      { word: 'large', point: [3, 3] as Point },
+      { word: 'red', point: [7, 7] as Point },
       { word: 'ring', point: [2, 2] as Point },
       { word: 'a', point: [0, 0] as Point },
       { word: 'blue', point: [30, 10] as Point },
       { word: 'square', point: [10, 18] as Point }, // outside
       { word: 'red', point: [30, 10] as Point },
-      { word: 'circle', point: [30, 10] as Point }, // no red circle in the scene: unmatched, not scored
+      { word: 'circle', point: [30, 10] as Point }, // no red circle in the scene: 2 misses
     ];
-    assert.deepEqual(pointInObjectCounts(words, objects, VOCAB, W, H), { words: 4, hits: 3, mentions: 3, unmatched: 1 });
+    assert.deepEqual(pointInObjectCounts(words, objects, VOCAB, W, H), { words: 7, hits: 4, mentions: 3, unmatched: 1 });
   });
 
   it('matches detections by IoU >= 0.5 and exact caption, score-ranked, each object once', () => {
@@ -112,12 +101,13 @@ describe('eval metrics', () => {
     assert.deepEqual(tp, [true, true, false, false]);
   });
 
-  it('AP: 101-point interpolated precision (pycocotools accumulate)', () => {
+  it('AP: all-point interpolated area under the precision envelope (evaluate.py average_precision)', () => {
     assert.equal(averagePrecision([true, true], 2), 1);
     assert.equal(averagePrecision([], 3), 0);
     assert.equal(averagePrecision([], 0), null);
-    // recall 0.5, 0.5, 1; precision 1, 0.5, 2/3 -> envelope 1 (r <= 0.5: 51 points), 2/3 (50 points)
-    assert.ok(Math.abs(averagePrecision([true, false, true], 2)! - (51 + (50 * 2) / 3) / 101) < 1e-12);
+    // recall 0.5, 0.5, 1; precision 1, 0.5, 2/3 -> 0.5 * 1 + 0.5 * 2/3
+    assert.ok(Math.abs(averagePrecision([true, false, true], 2)! - (0.5 + 1 / 3)) < 1e-12);
+    assert.ok(Math.abs(averagePrecision([false, true], 2)! - 0.25) < 1e-12);
   });
 });
 
@@ -184,6 +174,9 @@ describe('eval scenes (reference venv)', function () {
           const mask = Mask.fromRLE(o.mask_rle);
           assert.deepEqual([mask.width, mask.height], [ann.width, ann.height]);
           assert.equal(mask.area(), o.area);
+          const sil = Mask.fromRLE(o.silhouette_rle).toBitmap();
+          assert.ok(mask.toBitmap().every((v, i) => !v || sil[i]), 'the visible mask lies in the silhouette');
+          assert.ok(o.expressions.includes(o.eval_expression));
         }
       }
     } finally {
