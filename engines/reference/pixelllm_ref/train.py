@@ -70,6 +70,7 @@ class TrainConfig:
     w_mask: float = 1.0
     w_det: float = 1.0
     log_every: int = 5
+    workers: int = 1               # data producer processes (0: build batches in the training process)
     ckpt_minutes: float = 4.0
 
 
@@ -159,9 +160,15 @@ def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int) -> 
 
 
 class Prefetcher:
-    """Batches of steps [start, stop) from a spawned worker process (2 batches ahead)."""
+    """Batches of steps [start, stop) from a spawned worker process (2 batches ahead), or made in-process when
+    tc.workers == 0."""
 
     def __init__(self, tc: TrainConfig, dc: data.DataConfig, start: int, stop: int):
+        self.tc, self.dc, self.proc = tc, dc, None
+        if tc.workers == 0:
+            return
+        if tc.workers != 1:
+            raise ValueError("TrainConfig.workers must be 0 or 1")
         ctx = mp.get_context("spawn")
         self.queue = ctx.Queue(maxsize=2)
         self.proc = ctx.Process(target=_data_worker, daemon=True,
@@ -169,12 +176,16 @@ class Prefetcher:
         self.proc.start()
 
     def get(self, step: int) -> dict:
+        if self.proc is None:
+            return make_step_batch(self.tc, self.dc, step)
         got, batch = self.queue.get(timeout=600)
         if got != step:
             raise RuntimeError(f"data worker out of order: wanted step {step}, got {got}")
         return batch
 
     def close(self):
+        if self.proc is None:
+            return
         if self.proc.is_alive():
             self.proc.terminate()
         self.proc.join(timeout=10)
@@ -283,7 +294,10 @@ def export_model_dir(ckpt_path: Path, out_dir: Path) -> Path:
 
 
 # ---- main loop -----------------------------------------------------------------------------------------------
-def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CONFIG) -> None:
+def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CONFIG, stop_at: int | None = None,
+          cfg: dict | None = None) -> None:
+    """Trains until tc.steps, the wall budget tc.minutes, or step `stop_at` (then a later --resume continues the
+    same schedule). `cfg` overrides the architecture file `cfg_path` for a fresh run."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "ckpt.pt"
     log = open(run_dir / "train.log", "a", buffering=1)
@@ -302,7 +316,7 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
         opt.load_state_dict(ck["optimizer"])
         step, elapsed, examples = ck["step"], ck["elapsed"], ck["examples"]
     else:
-        cfg = json.loads(Path(cfg_path).read_text())
+        cfg = cfg if cfg is not None else json.loads(Path(cfg_path).read_text())
         torch.manual_seed(tc.seed)
         model = build_model(cfg)
         init_weights(model, tc.seed)
@@ -314,11 +328,12 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
     dc = data.DataConfig.for_model(cfg)
     state = lambda: {"step": step, "elapsed": elapsed, "examples": examples,  # noqa: E731
                      "train_config": dataclasses.asdict(tc), "model_config": cfg}
-    pre = Prefetcher(tc, dc, step, tc.steps)
+    last = tc.steps if stop_at is None else min(tc.steps, stop_at)
+    pre = Prefetcher(tc, dc, step, last)
     t_last_ckpt = time.time()
     acc, n_acc, t0, ex0 = {}, 0, time.time(), examples
     try:
-        while step < tc.steps and elapsed < tc.minutes * 60:
+        while step < last and elapsed < tc.minutes * 60:
             t_step = time.time()
             batch = data.to_torch(pre.get(step))
             for g in opt.param_groups:
@@ -361,6 +376,7 @@ def main(argv=None):
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--export", type=Path, help="write a model directory from the run's checkpoint and exit")
     ap.add_argument("--config", type=Path, default=DEMO_CONFIG)
+    ap.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; --resume continues")
     for f in dataclasses.fields(TrainConfig):
         if f.type in ("int", "float") or isinstance(f.default, (int, float)):
             ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
@@ -369,7 +385,7 @@ def main(argv=None):
         print(export_model_dir(a.run / "ckpt.pt", a.export))
         return
     tc = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(a, f.name)})
-    train(a.run, tc, a.resume, a.config)
+    train(a.run, tc, a.resume, a.config, a.stop_at)
 
 
 if __name__ == "__main__":
