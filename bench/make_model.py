@@ -52,6 +52,16 @@ def bench_config(name: str) -> dict:
     return cfg
 
 
+def write_tokenizer(cfg: dict, out: Path) -> None:
+    """The demo WordPiece tokenizer (pixelllm_ref.tokenizer) as tokenizer.json, so that the JS API can load the
+    directory (the loop-lag measurement). It fits every bench model: <= vocab_size tokens, bos/eos ids inside it."""
+    from pixelllm_ref import tokenizer
+
+    n = tokenizer.vocab_size()
+    if n <= cfg["vocab_size"] and max(cfg["bos_token_id"], cfg["eos_token_id"]) < n:
+        (out / "tokenizer.json").write_text(tokenizer.build_tokenizer_json())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("name")
@@ -76,6 +86,7 @@ def main(argv=None) -> int:
             tensors[k] = (v + 0.02 * torch.randn(v.shape, generator=g)).contiguous()
     save_file(tensors, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    write_tokenizer(cfg, out)
     n = sum(t.numel() for t in tensors.values())
     print(f"{out}: {len(tensors)} tensors, {n / 1e6:.1f} M params")
     if a.onnx:

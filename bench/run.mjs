@@ -1,0 +1,265 @@
+#!/usr/bin/env node
+// pixelllm benchmark: the native CPU runtime vs onnxruntime-node (same ONNX graphs, same thread count) and vs the
+// PyTorch reference (same weights), alternating runs inside one command; medians and spreads.
+//
+//   npm run bench [-- --json] [--models official-bert-reduced,demo] [--rounds 3] [--threads N]
+//                 [--keep-openblas-env]
+//   npm run bench:smoke            (tiny model, one round, few tokens: the harness end to end, no assertions)
+//
+// See bench/README.md for the metrics, the targets and how to read the numbers.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createRequire } from 'node:module';
+import { LineServer, OrtPeer } from './lib/peers.mjs';
+import { median, quantile, ratio, round, summary } from './lib/stats.mjs';
+
+const require = createRequire(import.meta.url);
+const BENCH = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(BENCH, '..');
+const PY = path.join(ROOT, 'engines/reference/.venv/bin/python');
+const EXE = path.join(BENCH, 'build/pixelllm_bench_native');
+
+export const TARGETS = {
+  encodeVsOrt: ['>=', 1.3], stepVsOrt: ['>=', 1.5], stepFlatness: ['<=', 1.3], e2eVsTorch: ['>=', 3],
+  concurrentSpeedup: ['>=', 3], loopLagP99Ms: ['<', 5], gemmEfficiency: ['>=', 0.7],
+};
+
+function parseArgs(argv) {
+  const a = { json: false, smoke: false, models: null, rounds: null, threads: null, keepEnv: false };
+  for (let i = 0; i < argv.length; ++i) {
+    const k = argv[i];
+    if (k === '--json') a.json = true;
+    else if (k === '--smoke') a.smoke = true;
+    else if (k === '--keep-openblas-env') a.keepEnv = true;
+    else if (k === '--models') a.models = argv[++i].split(',');
+    else if (k === '--rounds') a.rounds = Number(argv[++i]);
+    else if (k === '--threads') a.threads = Number(argv[++i]);
+    else throw new Error(`bench: unknown argument ${k}`);
+  }
+  a.models ??= a.smoke ? ['tiny-git'] : ['official-bert-reduced', 'demo'];
+  a.rounds ??= a.smoke ? 1 : 3;
+  a.threads ??= os.availableParallelism();
+  return a;
+}
+
+const log = (opts, ...m) => {
+  if (!opts.json) console.error(...m);
+};
+
+function ensureBuilt(opts) {
+  log(opts, 'bench: building bench/build/pixelllm_bench_native (cmake, Release)');
+  const q = { stdio: ['ignore', 'ignore', 'inherit'] };
+  if (!existsSync(path.join(BENCH, 'build/CMakeCache.txt')))
+    execFileSync('cmake', ['-S', BENCH, '-B', path.join(BENCH, 'build'), '-DCMAKE_BUILD_TYPE=Release'], q);
+  execFileSync('cmake', ['--build', path.join(BENCH, 'build'), '--target', 'pixelllm_bench_native', '-j', String(os.availableParallelism())], q);
+}
+
+function ensureModel(opts, name) {
+  const dir = path.join(BENCH, '.models', name);
+  if (!existsSync(path.join(dir, 'onnx/decoder_step.onnx'))) {
+    log(opts, `bench: writing ${dir} (seeded random weights + ONNX export; minutes for the large ones)`);
+    execFileSync(PY, [path.join(BENCH, 'make_model.py'), name, dir, '--onnx'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  return dir;
+}
+
+// Event-loop lag of this process while the addon captions (the public API, backend cpu). Needs the built addon
+// (build/Release/pixelllm.node + dist/lib) and a tokenizer.json in the model directory.
+async function loopLag(dir, threads, tokens) {
+  let api;
+  try {
+    api = require(path.join(ROOT, 'dist/lib/index.js'));
+    if (!existsSync(path.join(dir, 'tokenizer.json'))) return { value: null, reason: `${dir} has no tokenizer.json` };
+  } catch (err) {
+    return { value: null, reason: `addon API unavailable: ${String(err?.message ?? err).split('\n')[0]}` };
+  }
+  let model;
+  try {
+    model = await api.PixelLLM.load(dir, { backend: 'cpu', threads });
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    const s = cfg.image_size;
+    const data = Buffer.alloc(s * s * 3);
+    for (let i = 0; i < data.length; ++i) data[i] = (i * 7) & 255;
+    const img = await model.encode({ data, width: s, height: s, channels: 3 });
+    const h = monitorEventLoopDelay({ resolution: 1 });
+    h.enable();
+    await model.caption(img, { maxTokens: tokens }).result;
+    h.disable();
+    return { value: round(h.percentile(99) / 1e6, 3), max: round(h.max / 1e6, 3) };
+  } catch (err) {
+    return { value: null, reason: `addon caption failed: ${String(err?.message ?? err).split('\n')[0]}` };
+  } finally {
+    model?.dispose?.();
+  }
+}
+
+async function benchModel(opts, name, env) {
+  const dir = ensureModel(opts, name);
+  const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  const T = opts.threads, R = opts.rounds;
+  const tokens = opts.smoke ? 8 : 40;
+  const conc = opts.smoke ? 2 : 8;
+  log(opts, `bench: ${name}: loading peers (${T} threads each)`);
+  const ours = new LineServer('native', EXE, [dir, String(T)], env);
+  const torch = new LineServer('torch', PY, [path.join(BENCH, 'torch_peer.py'), dir, String(T)], env);
+  const ortAvail = OrtPeer.available();
+  const ort = ortAvail.ok ? new OrtPeer(dir, cfg, T) : null;
+  const raw = { encode: { ours: [], ort: [], torch: [] }, oursParts: [], step: { ours: {}, ort: [] },
+    e2e: { ours: [], torch: [] }, concurrent: { one: [], many: [] }, gemm: [] };
+  try {
+    const info = await ours.call('info');
+    const torchInfo = await torch.call('info');
+    const maxPos = Math.min(cfg.git_decoder.max_positions, 128);
+    const posHigh = Math.min(120, maxPos - 4), posMid = Math.min(64, Math.floor(maxPos / 2)), posLow = 8;
+    raw.gemm.push((await ours.call('gemm')).peak_gflops);
+
+    // Image side: ours / ORT / torch, rotating the order every round.
+    const encoders = [
+      ['ours', async () => { const r = await ours.call('encode'); raw.oursParts.push(r); return r.ms; }],
+      ['ort', async () => (await ort.encode()).ms],
+      ['torch', async () => (await torch.call('encode')).ms],
+    ].filter(([k]) => k !== 'ort' || ort);
+    if (ort) await ort.encode();  // session creation + warm-up, untimed
+    await ours.call('encode');
+    await torch.call('encode');
+    for (let r = 0; r < R; ++r) {
+      for (let i = 0; i < encoders.length; ++i) {
+        const [k, fn] = encoders[(i + r) % encoders.length];
+        log(opts, `  encode round ${r + 1}/${R}: ${k}`);
+        raw.encode[k].push(await fn());
+      }
+    }
+
+    // Decoder steps: ours (every position of a caption of posHigh + 3 tokens) / ORT (explicit KV at posMid).
+    for (let r = 0; r < R; ++r) {
+      log(opts, `  steps round ${r + 1}/${R}`);
+      const s = (await ours.call(`steps ${posHigh + 3}`)).step_ms;
+      for (const p of [posLow, posMid, posHigh]) (raw.step.ours[p] ??= []).push(median(s.slice(p - 2, p + 3)));
+      if (ort) raw.step.ort.push(median(await ort.step(posMid, info.n_visual, 5)));
+    }
+
+    // End to end: encode + adapter + prefill + `tokens` greedy steps with the point head, ours vs torch.
+    for (let r = 0; r < R; ++r) {
+      log(opts, `  caption round ${r + 1}/${R}`);
+      const pair = [['ours', ours], ['torch', torch]];
+      for (let i = 0; i < 2; ++i) {
+        const [k, srv] = pair[(i + r) % 2];
+        raw.e2e[k].push((await srv.call(`caption ${tokens}`)).ms);
+      }
+    }
+
+    // Concurrency: 1 vs `conc` simultaneous captions on cached features (tokens/s), ours.
+    for (let r = 0; r < R; ++r) {
+      log(opts, `  concurrent round ${r + 1}/${R}`);
+      raw.concurrent.one.push((await ours.call(`concurrent 1 ${tokens}`)).tokens_per_s);
+      raw.concurrent.many.push((await ours.call(`concurrent ${conc} ${tokens}`)).tokens_per_s);
+    }
+    raw.gemm.push((await ours.call('gemm')).peak_gflops);
+
+    const lag = await loopLag(dir, T, tokens);
+    const oursRss = (await ours.call('rss')).peak_rss_mb, torchRss = (await torch.call('rss')).peak_rss_mb;
+
+    const enc = { ours: summary(raw.encode.ours), ort: summary(raw.encode.ort), torch: summary(raw.encode.torch) };
+    const steps = Object.fromEntries(Object.entries(raw.step.ours).map(([p, xs]) => [p, summary(xs)]));
+    const ortStep = summary(raw.step.ort);
+    const e2e = { ours: summary(raw.e2e.ours), torch: summary(raw.e2e.torch) };
+    const gemmPeak = Math.max(...raw.gemm);
+    const encGflops = info.encoder_gflop / (enc.ours.median / 1e3);
+    const part = (k) => round(median(raw.oursParts.map((x) => x[k])), 2);
+    const metrics = {
+      encodeVsOrt: ratio(enc.ort.median, enc.ours.median),
+      stepVsOrt: ratio(ortStep.median, steps[posMid].median),
+      stepFlatness: ratio(steps[posHigh].median, steps[posLow].median),
+      e2eVsTorch: ratio(e2e.torch.median, e2e.ours.median),
+      concurrentSpeedup: ratio(median(raw.concurrent.many), median(raw.concurrent.one)),
+      loopLagP99Ms: lag.value,
+      gemmEfficiency: ratio(encGflops, gemmPeak),
+      peakRssMb: { ours: round(oursRss, 1), torch: round(torchRss, 1), ortNodeProcess: round(process.resourceUsage().maxRSS / 1024, 1) },
+    };
+    return {
+      model: name, dir: path.relative(ROOT, dir), source: cfg.source ?? null,
+      positions: { low: posLow, mid: posMid, high: posHigh }, tokens, concurrency: conc, torch: torchInfo.torch,
+      metrics,
+      details: {
+        encodeMs: enc, oursEncodeParts: { sam: part('sam_ms'), eva02: part('eva_ms'), fusion: part('fusion_ms'), normalize: part('normalize_ms') },
+        stepMs: { ours: steps, ortAtMid: ortStep }, e2eMs: e2e,
+        tokensPerSecond: { one: summary(raw.concurrent.one), concurrent: summary(raw.concurrent.many) },
+        encoderGflop: info.encoder_gflop, encoderGflops: round(encGflops, 2), sgemmPeakGflops: round(gemmPeak, 2),
+        loopLag: lag, ort: ort ? `onnxruntime-node ${ortAvail.version} (CPU EP, in-process)` : `unavailable: ${ortAvail.reason}`,
+      },
+    };
+  } finally {
+    await Promise.allSettled([ours.close(), torch.close(), ort?.release()]);
+  }
+}
+
+function verdicts(metrics) {
+  const out = {};
+  for (const [k, [op, t]] of Object.entries(TARGETS)) {
+    const v = metrics[k];
+    out[k] = v === null || v === undefined ? null : op === '>=' ? v >= t : op === '<=' ? v <= t : v < t;
+  }
+  return out;
+}
+
+function printTable(result) {
+  for (const m of result.models) {
+    console.log(`\n${m.model}  (${m.dir}; ${result.threads} threads; ${m.tokens}-token captions)`);
+    const v = verdicts(m.metrics);
+    for (const [k, [op, t]] of Object.entries(TARGETS)) {
+      const val = m.metrics[k];
+      const mark = v[k] === null ? 'n/a ' : v[k] ? 'PASS' : 'MISS';
+      console.log(`  ${k.padEnd(18)} ${String(val ?? '-').padStart(9)}   target ${op} ${t}   ${mark}`);
+    }
+    const d = m.details;
+    console.log(`  encode ms  ours ${d.encodeMs.ours.median}  ort ${d.encodeMs.ort.median}  torch ${d.encodeMs.torch.median}` +
+      `   (spreads ${d.encodeMs.ours.spread} / ${d.encodeMs.ort.spread} / ${d.encodeMs.torch.spread})`);
+    console.log(`  step ms    ours@${m.positions.low} ${d.stepMs.ours[m.positions.low].median}  ours@${m.positions.mid} ` +
+      `${d.stepMs.ours[m.positions.mid].median}  ours@${m.positions.high} ${d.stepMs.ours[m.positions.high].median}  ort@${m.positions.mid} ${d.stepMs.ortAtMid.median}`);
+    console.log(`  e2e ms     ours ${d.e2eMs.ours.median}  torch ${d.e2eMs.torch.median}`);
+    console.log(`  tokens/s   1: ${d.tokensPerSecond.one.median}  ${m.concurrency}: ${d.tokensPerSecond.concurrent.median}`);
+    console.log(`  GFLOP/s    encoder ${d.encoderGflops}  sgemm peak ${d.sgemmPeakGflops}`);
+    console.log(`  peak RSS MB ours ${m.metrics.peakRssMb.ours}  torch ${m.metrics.peakRssMb.torch}  node+ort ${m.metrics.peakRssMb.ortNodeProcess}`);
+    if (d.loopLag.reason) console.log(`  loop lag: ${d.loopLag.reason}`);
+  }
+  console.log(`\nOPENBLAS_CORETYPE: ${result.openblasEnv.OPENBLAS_CORETYPE}; OPENBLAS_L2_SIZE: ${result.openblasEnv.OPENBLAS_L2_SIZE}`);
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const envState = {};
+  const env = { ...process.env };
+  for (const k of ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE']) {
+    const was = k in process.env ? `set (${process.env[k]})` : 'unset';
+    if (!opts.keepEnv) {
+      delete env[k];
+      delete process.env[k];
+    }
+    envState[k] = opts.keepEnv ? `${was}, kept for every peer` : `${was} before; unset for every peer of this run`;
+  }
+  ensureBuilt(opts);
+  const result = {
+    command: `node bench/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+    date: new Date().toISOString(),
+    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cpus: os.cpus().length, memGiB: round(os.totalmem() / 2 ** 30, 1),
+      loadavgAtStart: os.loadavg().map((x) => round(x, 2)), node: process.version },
+    threads: opts.threads, rounds: opts.rounds, openblasEnv: envState, targets: TARGETS, models: [],
+  };
+  for (const name of opts.models) {
+    const m = await benchModel(opts, name, env);
+    m.pass = verdicts(m.metrics);
+    result.models.push(m);
+  }
+  result.machine.loadavgAtEnd = os.loadavg().map((x) => round(x, 2));
+  if (opts.json) console.log(JSON.stringify(result));
+  else printTable(result);
+}
+
+main().catch((err) => {
+  console.error(`bench: ${err?.stack ?? err}`);
+  process.exit(1);
+});
