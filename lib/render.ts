@@ -125,10 +125,24 @@ export async function render(input: ImageInput, items: RenderItems, options: Ren
 
 // ---- what each task draws -------------------------------------------------------------------------------------
 
+/**
+ * The words of a generation at their points: a token whose text starts with whitespace (or the first one) starts
+ * a word, the others (WordPiece continuations, punctuation) join it; a word sits at its first token's point.
+ */
+export function wordsOf(events: { text: string; point: Point }[]): { text: string; point: Point }[] {
+  const words: { text: string; point: Point }[] = [];
+  for (const e of events) {
+    if (e.text.trim() === '') continue;
+    if (words.length === 0 || /^\s/.test(e.text)) words.push({ text: e.text.trim(), point: e.point });
+    else words[words.length - 1].text += e.text.trim();
+  }
+  return words;
+}
+
 /** caption / describe: the words at their points (+ the described box), the text in the footer. */
 export function captionItems(result: CaptionResult, box?: Box): RenderItems {
   return {
-    words: result.events.filter((e) => e.text.trim() !== '').map((e) => ({ text: e.text.trim(), point: e.point })),
+    words: wordsOf(result.events),
     objects: box ? [{ box, label: 'region' }] : [],
     footer: result.text,
   };

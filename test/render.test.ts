@@ -141,12 +141,13 @@ describe('render', function () {
     for (const l of lines) assert.ok(textWidth(l, 14) <= 200 || !l.includes(' '));
   });
 
-  it('captionItems: one word per non-empty token, the text as footer, the region box', () => {
+  it('captionItems: tokens joined into words, the text as footer, the region box', () => {
     const ev = (index: number, text: string, point: Point) => ({ index, token: index, text, point, box: [0, 0, 1, 1] as Box, logprob: 0 });
-    const result: CaptionResult = { text: 'a red circle', tokens: [1, 2, 3, 4], events: [ev(0, 'a', [1, 2]), ev(1, ' red', [3, 4]), ev(2, ' circle', [5, 6]), ev(3, '', [7, 8])], score: -0.1 };
+    const events = [ev(0, 'a', [1, 2]), ev(1, ' red', [3, 4]), ev(2, ' ci', [5, 6]), ev(3, 'rcle', [9, 9]), ev(4, '.', [9, 9]), ev(5, '', [7, 8])];
+    const result: CaptionResult = { text: 'a red circle.', tokens: [1, 2, 3, 4, 5, 6], events, score: -0.1 };
     const items = captionItems(result, [0, 0, 10, 10]);
-    assert.deepEqual(items.words, [{ text: 'a', point: [1, 2] }, { text: 'red', point: [3, 4] }, { text: 'circle', point: [5, 6] }]);
-    assert.equal(items.footer, 'a red circle');
+    assert.deepEqual(items.words, [{ text: 'a', point: [1, 2] }, { text: 'red', point: [3, 4] }, { text: 'circle.', point: [5, 6] }]);
+    assert.equal(items.footer, 'a red circle.');
     assert.deepEqual(items.objects?.[0].box, [0, 0, 10, 10]);
   });
 });
