@@ -18,6 +18,9 @@ For each golden case (`pixelllm_ref.golden.GOLDEN_CASES`) writes `build/golden/<
        official evaluator's post-processing, base64 of row-major 0/1 bytes), mask_fraction_near_zero (pixels whose
        upsampled logit is within 1e-3 of the threshold: a tolerance budget for the binary comparison)
      official: the golden (official, float image) caption tokens, for information
+Also `build/golden/slow_bert/` (not golden: for behaviour tests that need a decode that lasts, abort mid-stream
+and the event loop turning): the bert_s1_h300 model with a 100k-word vocabulary (the golden rows kept, the others
+random N(0, 0.02)) and 64-token captions, the golden tokenizer, image.rgb and an expected.json with the image size.
 The image is the golden valid region, so the pipeline's resize is the identity (resized_hw(h, w, 384) == (h, w))
 and coordinates of the original image equal the model's.
 
@@ -168,14 +171,42 @@ def write_case(name: str, out_root: Path) -> None:
           f"{'identical' if same else 'differ (8-bit image)'}), refer box {np.round(exp['refer']['box'], 2).tolist()}")
 
 
+SLOW_VOCAB = 100_000
+
+
+def write_slow_model(out_root: Path) -> None:
+    """build/golden/slow_bert: see the module docstring."""
+    src = out_root / "bert_s1_h300"
+    cfg, tensors = from_golden("bert_s1_h300")
+    rng = np.random.default_rng(0)
+    for name in ("git_decoder.embeddings.word_embeddings.weight", "git_decoder.output.weight",
+                 "git_decoder.output.bias"):
+        old = tensors[name]
+        new = (rng.standard_normal((SLOW_VOCAB,) + old.shape[1:]) * 0.02).astype(np.float32)
+        new[: old.shape[0]] = old
+        tensors[name] = new
+    cfg["vocab_size"] = cfg["git_decoder"]["vocab_size"] = SLOW_VOCAB
+    cfg["max_caption_length"] = cfg["git_decoder"]["max_positions"]
+    out = out_root / "slow_bert"
+    write_model_dir(out, cfg, tensors, (src / "tokenizer.json").read_text())
+    (out / "image.rgb").write_bytes((src / "image.rgb").read_bytes())
+    exp = json.loads((src / "expected.json").read_text())
+    (out / "expected.json").write_text(json.dumps({"case": "slow_bert", "width": exp["width"],
+                                                   "height": exp["height"], "image": "image.rgb"}) + "\n")
+    print(f"slow_bert: vocab {SLOW_VOCAB}, max_caption_length {cfg['max_caption_length']}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "build" / "golden"))
     ap.add_argument("--cases", default=",".join(GOLDEN_CASES))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    for name in args.cases.split(","):
+    cases = args.cases.split(",")
+    for name in cases:
         write_case(name, Path(args.out))
+    if "bert_s1_h300" in cases:
+        write_slow_model(Path(args.out))
     return 0
 
 
