@@ -148,13 +148,13 @@ export function captionItems(result: CaptionResult, box?: Box): RenderItems {
   };
 }
 
-/** refer: the box (labelled with the expression) and the mask. */
+/** refer: the box labelled with the expression, and the mask. */
 export function referItems(expression: string, result: ReferResult): RenderItems {
-  return { objects: [{ box: result.box, mask: result.mask, label: `${expression} ${result.score.toFixed(2)}` }] };
+  return { objects: [{ box: result.box, mask: result.mask, label: expression }] };
 }
 
 export function segmentItems(result: SegmentResult): RenderItems {
-  return { objects: [{ box: result.box, mask: result.mask, label: `mask ${result.score.toFixed(2)}` }] };
+  return { objects: [{ box: result.box, mask: result.mask, label: `mask (predicted IoU ${result.score.toFixed(2)})` }] };
 }
 
 /** dense: every box with its caption; `masks[i]` (optional) belongs to items[i]. */
