@@ -3,6 +3,7 @@
  * describes the JS <-> native contract (native/addon/*.h). Set PIXELLLM_NATIVE to load another .node file.
  */
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import * as path from 'node:path';
 import { BackendUnavailableError } from './errors';
 
@@ -136,7 +137,11 @@ export function loadNativeFrom(file: string): NativeBinding {
   }
   let binding: NativeBinding;
   try {
-    binding = require(file) as NativeBinding;
+    // RTLD_NOW: resolve every symbol at load time, so an addon linked without part of the native library fails
+    // here with a catchable error instead of killing the process at its first call (lazy binding).
+    const mod = { exports: {} as unknown };
+    process.dlopen(mod, file, constants.dlopen.RTLD_NOW);
+    binding = mod.exports as NativeBinding;
   } catch (err) {
     throw new BackendUnavailableError(`cannot load the native addon ${file}: ${(err as Error).message}`, { cause: err });
   }
