@@ -69,9 +69,13 @@ SafeTensors::~SafeTensors() {
 void SafeTensors::parse_header(uint64_t header_len) {
   const char* text = static_cast<const char*>(map_) + 8;
   // Count top-level keys while parsing: nlohmann keeps only the last of duplicate keys.
+  // A valid header nests 3 levels (header > entry > shape); deeper input is rejected while parsing, because
+  // nlohmann's dump() (used in the messages below) recurses once per level and a deep array overflows the stack.
   size_t top_keys = 0;
-  Json::parser_callback_t count = [&top_keys](int depth, Json::parse_event_t event, Json&) {
+  constexpr int kMaxDepth = 8;
+  Json::parser_callback_t count = [&top_keys, this](int depth, Json::parse_event_t event, Json&) {
     if (event == Json::parse_event_t::key && depth == 1) ++top_keys;
+    if (depth > kMaxDepth) bad(path_, "header nests deeper than " + std::to_string(kMaxDepth) + " levels");
     return true;
   };
   Json header;
@@ -148,13 +152,14 @@ void SafeTensors::parse_header(uint64_t header_len) {
   std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) {
     return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
   });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    const TensorInfo* prev = by_offset[i - 1];
-    const TensorInfo* cur = by_offset[i];
-    // Empty tensors occupy no bytes and cannot overlap anything.
-    if (cur->begin == cur->end || prev->begin == prev->end) continue;
-    if (cur->begin < prev->end)
+  // Empty tensors occupy no bytes and cannot overlap anything; each non-empty tensor is compared with the
+  // non-empty one before it in offset order (an empty tensor in between must not hide an overlap).
+  const TensorInfo* prev = nullptr;
+  for (const TensorInfo* cur : by_offset) {
+    if (cur->begin == cur->end) continue;
+    if (prev && cur->begin < prev->end)
       bad(path_, "tensor '" + cur->name + "' overlaps tensor '" + prev->name + "' in the data section");
+    prev = cur;
   }
 }
 
