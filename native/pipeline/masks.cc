@@ -141,7 +141,8 @@ std::vector<uint32_t> rle_from_string(const std::string& s) {
   std::vector<uint32_t> counts;
   size_t p = 0;
   while (p < s.size()) {
-    int64_t x = 0;
+    // Bits are gathered in uint64_t: pycocotools' signed shifts overflow (undefined behaviour) for long groups.
+    uint64_t bits = 0;
     int k = 0;
     bool more = true;
     while (more) {
@@ -150,13 +151,16 @@ std::vector<uint32_t> rle_from_string(const std::string& s) {
       PIXELLLM_CHECK(c >= 0 && c <= 63, InvalidArgument,
                      "rle_from_string: bad character at " + std::to_string(p));
       PIXELLLM_CHECK(k < 13, InvalidArgument, "rle_from_string: count too long at " + std::to_string(p));
-      x |= int64_t(c & 0x1f) << (5 * k);
+      bits |= uint64_t(c & 0x1f) << (5 * k);
       more = (c & 0x20) != 0;
       ++p;
       ++k;
-      if (!more && (c & 0x10)) x |= int64_t(-1) * (int64_t(1) << (5 * k));
+      if (!more && (c & 0x10) && 5 * k < 64) bits |= ~uint64_t(0) << (5 * k);  // sign extension
     }
-    if (counts.size() > 2) x += int64_t(counts[counts.size() - 2]);
+    int64_t x = static_cast<int64_t>(bits);
+    // |x| <= 2^40 keeps the delta addition from overflowing; anything larger is out of range anyway.
+    if (counts.size() > 2 && x > -(int64_t(1) << 40) && x < (int64_t(1) << 40))
+      x += int64_t(counts[counts.size() - 2]);
     PIXELLLM_CHECK(x >= 0 && x <= int64_t(UINT32_MAX), InvalidArgument,
                    "rle_from_string: count " + std::to_string(counts.size()) + " out of range");
     counts.push_back(static_cast<uint32_t>(x));
