@@ -62,9 +62,10 @@ function overlap(a: Rect, b: Rect): number {
   return w > 0 && h > 0 ? w * h : 0;
 }
 
+/** Area of `r` outside the image (0 when inside; rounding noise below 1e-6 px² counts as 0). */
 function outside(r: Rect, width: number, height: number): number {
-  const inside = overlap(r, { x: 0, y: 0, w: width, h: height });
-  return r.w * r.h - inside;
+  const out = r.w * r.h - overlap(r, { x: 0, y: 0, w: width, h: height });
+  return out > 1e-6 ? out : 0;
 }
 
 /**

@@ -133,6 +133,11 @@ describe('render', function () {
     }
   });
 
+  it('puts a label right of its point when that spot is free (no rounding noise at the image edge)', () => {
+    const r = placeLabel([429.3, 382.7], textWidth('a small purple star', 16), 19.2, [], 768, 768, 7.2);
+    assert.ok(r.x > 429.3 && Math.abs(r.y + r.h / 2 - 382.7) < 1e-9, JSON.stringify(r));
+  });
+
   it('wraps the footer text to the width', () => {
     const text = 'in this picture we can see a medium yellow star below a yellow circle and a small orange triangle';
     const lines = wrapText(text, 200, 14);
