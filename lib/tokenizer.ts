@@ -82,6 +82,9 @@ export class TextTokenizer {
   /** Token ids of `text`, without special tokens. */
   encode(text: string): number[] {
     if (typeof text !== 'string') throw new InvalidTextError('text must be a string');
+    // A lone surrogate is not text: refuse it instead of letting the UTF-8 conversion turn it into U+FFFD.
+    const lone = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.exec(text);
+    if (lone) throw new InvalidTextError(`text has a lone UTF-16 surrogate at index ${lone.index}`);
     return this.tok.encode(text, { add_special_tokens: false }).ids;
   }
 
