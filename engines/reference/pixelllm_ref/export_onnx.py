@@ -18,6 +18,9 @@ integer tensors are int64):
                       present_key.i/present_value.i (N,H,1,Dh) = the K/V row of this token (the runtime appends it).
   mask_decoder     sam_features (B,g,g,256), boxes (B,P,4), visual_tokens (B,P,T,Dv), text_hidden (B,P,L,D)
                    -> mask_logits (B,P,4g,4g), iou (B,P)
+  proposal_head    features (B,G,G,C) -> heatmap (B,G,G) logits, box_regs (B,G,G,4) l,t,r,b in stride units
+                   (only for a model with a proposal_head section; scores, boxes and NMS stay on the host:
+                   proposal_head.postprocess)
 
 The decoder graphs follow the reference incremental API (`git_decoder.GitDecoder.prefill/step`,
 `t5.T5.prefill/step`, protocol in `decoding.py`), re-composed from the reference modules so that every length is
@@ -51,6 +54,12 @@ from .t5 import MASK_BIAS, relative_position_bucket
 
 OPSET = 17
 GROUPS = ("image_encoder", "prompt_adapter", "decoder_prefill", "decoder_step", "mask_decoder")
+OPTIONAL_GROUPS = ("proposal_head",)   # exported when the model has the component
+
+
+def model_groups(cfg: dict) -> tuple[str, ...]:
+    """The groups a model has: GROUPS + the optional ones whose component is in the config."""
+    return GROUPS + tuple(g for g in OPTIONAL_GROUPS if g in cfg)
 
 
 # ---- loading ---------------------------------------------------------------------------------------------------
@@ -297,6 +306,18 @@ class MaskDecoderGraph(nn.Module):
         return masks[:, :, 0], iou[:, :, 0]
 
 
+class ProposalHeadGraph(nn.Module):
+    """proposal_head.ProposalHead.forward: the heatmap logits and the box regression maps."""
+
+    def __init__(self, mods):
+        super().__init__()
+        self.head = mods["proposal_head"]
+
+    def forward(self, features):
+        out = self.head(features)
+        return out["heatmap"], out["box_regs"]
+
+
 # ---- float16 conversion (strongly typed graph) ----------------------------------------------------------------
 # Ops computed in float32 whatever their neighbours: normalisation statistics, softmax, transcendental functions.
 FP32_OPS = frozenset({"LayerNormalization", "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceSumSquare",
@@ -510,6 +531,8 @@ def example_inputs(group: str, cfg: dict, *, n: int = 2, prompts: int = 2, conte
         return {"images": torch.rand(n, s, s, 3, generator=g) * 255 * mask[..., None], "padding_mask": mask}
     if group == "prompt_adapter":
         return {"features": torch.randn(n, grid, grid, ch, generator=g), "boxes": boxes(n, prompts)}
+    if group == "proposal_head":
+        return {"features": torch.randn(n, grid, grid, ch, generator=g)}
     if group == "mask_decoder":
         dt = cfg["git_decoder"]["hidden_size"] if cfg["text_decoder"] == "git_decoder" else cfg["t5"]["d_model"]
         return {"sam_features": torch.randn(n, sam_grid, sam_grid, 256, generator=g), "boxes": boxes(n, prompts),
@@ -557,6 +580,9 @@ def graph_spec(group: str, cfg: dict, mods: dict) -> tuple[nn.Module, list[str],
                 {"sam_features": {0: "batch"}, "boxes": {0: "batch", 1: "prompts"},
                  "visual_tokens": {0: "batch", 1: "prompts"}, "text_hidden": {0: "batch", 1: "prompts", 2: "text"},
                  "mask_logits": {0: "batch", 1: "prompts"}, "iou": {0: "batch", 1: "prompts"}})
+    if group == "proposal_head":
+        return (ProposalHeadGraph(mods), ["features"], ["heatmap", "box_regs"],
+                {"features": {0: "batch"}, "heatmap": {0: "batch"}, "box_regs": {0: "batch"}})
     heads_out = ["logits", "hidden", "corners", "point_logits"]
     if group == "decoder_prefill":
         ins = ["visual_tokens", "context_tokens", "text_tokens", "image_hw"]
@@ -607,8 +633,13 @@ def export_group(group: str, cfg: dict, mods: dict, path: str | Path, opset: int
 
 
 def export_all(cfg: dict, tensors: dict[str, np.ndarray], out_dir: str | Path, fp16: bool = False,
-               opset: int = OPSET, groups=GROUPS) -> dict[str, Path]:
-    """Writes <group>.onnx (or <group>.fp16.onnx) for every group + onnx_manifest.json; returns the paths."""
+               opset: int = OPSET, groups=None) -> dict[str, Path]:
+    """Writes <group>.onnx (or <group>.fp16.onnx) for every group (default: model_groups(cfg)) +
+    onnx_manifest.json; returns the paths."""
+    groups = model_groups(cfg) if groups is None else tuple(groups)
+    missing = [g for g in groups if g in OPTIONAL_GROUPS and g not in cfg]
+    if missing:
+        raise ValueError(f"the model has no {missing} component(s) to export")
     import hashlib
 
     import onnx
@@ -637,11 +668,12 @@ def main(argv=None) -> int:
     ap.add_argument("out_dir")
     ap.add_argument("--fp16", action="store_true", help="float16 weights/activations (LN, softmax kept float32)")
     ap.add_argument("--opset", type=int, default=OPSET)
-    ap.add_argument("--groups", default=",".join(GROUPS), help="comma-separated subset of " + ",".join(GROUPS))
+    ap.add_argument("--groups", default=None, help="comma-separated subset of " + ",".join(GROUPS + OPTIONAL_GROUPS)
+                    + " (default: every group the model has)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    groups = [g for g in a.groups.split(",") if g]
-    unknown = [g for g in groups if g not in GROUPS]
+    groups = None if a.groups is None else [g for g in a.groups.split(",") if g]
+    unknown = [g for g in groups or () if g not in GROUPS + OPTIONAL_GROUPS]
     if unknown:
         ap.error(f"unknown groups {unknown}")
     cfg, tensors = load_model_dir(a.model_dir)

@@ -271,3 +271,38 @@ def test_cli_writes_all_graphs(tmp_path):
     assert [i.name for i in step.graph.input][:4] == ["tokens", "position", "image_hw", "past_key_bias"]
     with pytest.raises(SystemExit):
         E.main([str(tmp_path / "model"), str(tmp_path / "x"), "--groups", "nope"])
+
+
+# ---- proposal head (optional group; the golden configs have none: a demo-sized random head) ----------------------
+def test_proposal_head_graph(tmp_path):
+    from pixelllm_ref import proposal_head as ph
+
+    cfg = json.loads((Path(__file__).resolve().parents[2] / "configs" / "demo.json").read_text())
+    torch.manual_seed(0)
+    head = ph.ProposalHead(cfg).eval()
+    with torch.no_grad():   # a head that is not at its init (biases 0 / constant)
+        for p in head.parameters():
+            p.add_(torch.randn(p.shape) * 0.05)
+    mods = {"proposal_head": head}
+    assert "proposal_head" in E.model_groups(cfg) and "proposal_head" not in E.model_groups(model("bert_s0_h384")[1])
+    path = tmp_path / "proposal_head.onnx"
+    assert E.export_group("proposal_head", cfg, mods, path) == ["heatmap", "box_regs"]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    for n in (1, 3):   # dynamic batch (traced with 2)
+        feats = E.example_inputs("proposal_head", cfg, n=n, seed=n)["features"]
+        hm, reg = sess.run(None, {"features": feats.numpy()})
+        with torch.no_grad():
+            want = head(feats)
+        close(hm, want["heatmap"], what="heatmap")
+        close(reg, want["box_regs"], what="box_regs")
+        assert (reg >= 0).all()
+    m16 = E.convert_float16(onnx.load(str(path)))
+    onnx.save(m16, str(tmp_path / "proposal_head.fp16.onnx"))
+    s16 = ort.InferenceSession(str(tmp_path / "proposal_head.fp16.onnx"), so, providers=["CPUExecutionProvider"])
+    hm16, reg16 = s16.run(None, {"features": feats.numpy()})
+    close(hm16, want["heatmap"], TOL16, "fp16 heatmap")
+    close(reg16, want["box_regs"], TOL16, "fp16 box_regs")
+    with pytest.raises(ValueError, match="proposal_head"):
+        E.export_all(*model("bert_s0_h384")[1:3], tmp_path / "x", groups=["proposal_head"])
