@@ -1,0 +1,210 @@
+/**
+ * Soak test (not a timed unit test): long runs that unit tests cannot afford, printing the numbers.
+ *
+ *   node --expose-gc --require tsx/cjs bench/soak.ts [--model DIR] [--requests 1000] [--concurrent 64]
+ *        [--rounds 5] [--threads 2] [--deadline 300] [--phase sequential|concurrent|memory|all]
+ *
+ * 1. sequential: `--requests` requests one after another on one model (caption / refer with mask / describe /
+ *    segment in turn; every 10th request re-encodes the image). RSS is sampled after a warm-up of 10% of the
+ *    requests and at the end (after a GC); the drift must stay under 5%.
+ * 2. concurrent: `--rounds` rounds of: load a model, start `--concurrent` requests at once (mixed tasks, a third of
+ *    them aborted through an AbortSignal after a random delay), dispose() the model after a random delay in the
+ *    middle (calls already started finish, later ones fail DISPOSED). Every promise must settle (`--deadline` s) with a result or a PixelLLMError ABORTED / DISPOSED; any other
+ *    outcome, an unsettled promise or a crash fails the run. RSS after each round (after a GC) must come back to
+ *    within 5% (+ 8 MB for allocator slack) of the RSS after the first round.
+ * 3. memory: peak RSS above idle for one encode, one caption, and 8 concurrent captions (docs/limits.md).
+ * Default model: build/golden/bert_s0_h384 (engines/reference/scripts/make_golden_models.py). Exits 1 on failure.
+ */
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { PixelLLM, PixelLLMError } from '../lib';
+import type { Box, EncodedImage } from '../lib';
+
+const ROOT = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
+function arg(name: string, fallback: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
+}
+const MODEL = arg('model', path.join(ROOT, 'build', 'golden', 'bert_s0_h384'));
+const REQUESTS = Number(arg('requests', '1000'));
+const CONCURRENT = Number(arg('concurrent', '64'));
+const ROUNDS = Number(arg('rounds', '5'));
+const THREADS = Number(arg('threads', '2'));
+const PHASE = arg('phase', 'all');
+const DEADLINE_S = Number(arg('deadline', '300'));
+
+const gc = (globalThis as { gc?: () => void }).gc;
+const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+async function settledRss(): Promise<number> {
+  for (let i = 0; i < 3; i++) {
+    gc?.();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return process.memoryUsage().rss;
+}
+
+interface Image {
+  data: Buffer;
+  width: number;
+  height: number;
+  channels: 3;
+  expression: string;
+}
+function loadImage(): Image {
+  const exp = JSON.parse(readFileSync(path.join(MODEL, 'expected.json'), 'utf8')) as { width: number; height: number; expression?: string };
+  const data = readFileSync(path.join(MODEL, 'image.rgb'));
+  return { data, width: exp.width, height: exp.height, channels: 3, expression: exp.expression ?? 'the object' };
+}
+
+/** One request of kind i % 4 on an encoded image. */
+async function request(model: PixelLLM, img: EncodedImage, image: Image, i: number, signal?: AbortSignal): Promise<unknown> {
+  const box: Box = [image.width * 0.1, image.height * 0.2, image.width * 0.6, image.height * 0.9];
+  switch (i % 4) {
+    case 0: return model.caption(img, { signal }).result;
+    case 1: return model.refer(img, image.expression, { mask: true, signal });
+    case 2: {
+      let n = 0;
+      for await (const _ of model.describe(img, box, { signal })) n++;
+      return n;
+    }
+    default: return model.segment(img, box, { signal });
+  }
+}
+
+async function sequential(image: Image): Promise<boolean> {
+  const model = await PixelLLM.load(MODEL, { backend: 'cpu', threads: THREADS });
+  let img = await model.encode(image);
+  const warm = Math.max(1, Math.floor(REQUESTS / 10));
+  let base = 0;
+  const t0 = Date.now();
+  for (let i = 0; i < REQUESTS; i++) {
+    if (i % 10 === 9) img = await model.encode(image);
+    await request(model, img, image, i);
+    if (i + 1 === warm) base = await settledRss();
+    if ((i + 1) % Math.max(1, Math.floor(REQUESTS / 5)) === 0) {
+      console.log(`  sequential: ${i + 1}/${REQUESTS} requests, rss ${mb(process.memoryUsage().rss)} MB`);
+    }
+  }
+  const end = await settledRss();
+  const secs = (Date.now() - t0) / 1000;
+  model.dispose();
+  const drift = (end - base) / base;
+  const ok = drift < 0.05;
+  console.log(`sequential: ${REQUESTS} requests in ${secs.toFixed(1)}s (${(REQUESTS / secs).toFixed(1)}/s); rss after ${warm} ` +
+    `${mb(base)} MB, after ${REQUESTS} ${mb(end)} MB, drift ${(100 * drift).toFixed(2)}% ${ok ? 'OK' : 'FAIL (>= 5%)'}`);
+  return ok;
+}
+
+async function concurrentRound(image: Image, round: number): Promise<{ ok: boolean; counts: Record<string, number> }> {
+  const model = await PixelLLM.load(MODEL, { backend: 'cpu', threads: THREADS });
+  const img = await model.encode(image);
+  const counts: Record<string, number> = {};
+  const bad: string[] = [];
+  const started = Date.now();
+  const promises: Promise<unknown>[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  for (let i = 0; i < CONCURRENT; i++) {
+    let signal: AbortSignal | undefined;
+    if (Math.random() < 1 / 3) {
+      const ac = new AbortController();
+      signal = ac.signal;
+      timers.push(setTimeout(() => ac.abort(), Math.random() * 400));
+    }
+    // Some requests decode the image themselves (raw input) so encodes also race the dispose.
+    const input = i % 8 === 7 ? image : img;
+    promises.push(
+      (input === img ? request(model, img, image, i + round, signal) : model.caption(input, { signal }).result).then(
+        () => { counts.ok = (counts.ok ?? 0) + 1; },
+        (err: unknown) => {
+          const code = err instanceof PixelLLMError ? err.code : `not a PixelLLMError: ${String(err)}`;
+          counts[code] = (counts[code] ?? 0) + 1;
+          if (code !== 'ABORTED' && code !== 'DISPOSED') bad.push(code);
+        },
+      ),
+    );
+  }
+  timers.push(setTimeout(() => model.dispose(), 100 + Math.random() * 500));
+  let timeout: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'timeout'>((r) => { timeout = setTimeout(() => r('timeout'), DEADLINE_S * 1000); });
+  const all = await Promise.race([Promise.all(promises).then(() => 'settled' as const), deadline]);
+  clearTimeout(timeout);
+  timers.forEach(clearTimeout);
+  model.dispose();
+  // Calls after dispose() are refused.
+  try {
+    await model.caption(img).result;
+    bad.push('a call after dispose() succeeded');
+  } catch (err) {
+    if (!(err instanceof PixelLLMError && err.code === 'DISPOSED')) bad.push(`after dispose: ${String(err)}`);
+  }
+  if (all !== 'settled') bad.push(`some promises did not settle within ${DEADLINE_S} s`);
+  if (bad.length) console.log(`  round ${round}: problems: ${[...new Set(bad)].join('; ')}`);
+  counts.settle_ms = Date.now() - started;
+  return { ok: bad.length === 0, counts };
+}
+
+async function concurrent(image: Image): Promise<boolean> {
+  let ok = true;
+  let first = 0;
+  const rss: number[] = [];
+  const t0 = Date.now();
+  for (let r = 0; r < ROUNDS; r++) {
+    const res = await concurrentRound(image, r);
+    ok &&= res.ok;
+    const now = await settledRss();
+    rss.push(now);
+    if (r === 0) first = now;
+    console.log(`  concurrent round ${r + 1}/${ROUNDS}: ${JSON.stringify(res.counts)}, rss ${mb(now)} MB`);
+  }
+  const last = rss[rss.length - 1];
+  const leakOk = last <= first * 1.05 + 8 * 2 ** 20;
+  console.log(`concurrent: ${ROUNDS} rounds x ${CONCURRENT} requests with random aborts + dispose() in ${((Date.now() - t0) / 1000).toFixed(1)}s; ` +
+    `all settled with a result or ABORTED/DISPOSED: ${ok ? 'yes' : 'NO'}; rss after round 1 ${mb(first)} MB, after round ${ROUNDS} ` +
+    `${mb(last)} MB ${leakOk ? 'OK' : 'FAIL (grew > 5% + 8 MB)'}`);
+  return ok && leakOk;
+}
+
+/** Peak RSS above the idle RSS while `fn` runs (sampled every 2 ms). */
+async function peakAbove(fn: () => Promise<unknown>): Promise<number> {
+  const idle = await settledRss();
+  let peak = idle;
+  const timer = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 2);
+  await fn();
+  clearInterval(timer);
+  peak = Math.max(peak, process.memoryUsage().rss);
+  return peak - idle;
+}
+
+async function memory(image: Image): Promise<boolean> {
+  const before = await settledRss();
+  const model = await PixelLLM.load(MODEL, { backend: 'cpu', threads: THREADS });
+  const loaded = await settledRss();
+  const img = await model.encode(image);
+  await model.caption(img).result; // warm the allocator
+  const enc = await peakAbove(() => model.encode(image));
+  const cap = await peakAbove(() => model.caption(img).result);
+  const ref = await peakAbove(() => model.refer(img, image.expression, { mask: true }));
+  const cap8 = await peakAbove(() => Promise.all(Array.from({ length: 8 }, () => model.caption(img).result)));
+  model.dispose();
+  console.log(`memory (${path.basename(MODEL)}, threads ${THREADS}): model load +${mb(loaded - before)} MB rss; peak above idle: ` +
+    `encode ${mb(enc)} MB, caption ${mb(cap)} MB, refer+mask ${mb(ref)} MB, 8 concurrent captions ${mb(cap8)} MB`);
+  return true;
+}
+
+async function main(): Promise<void> {
+  if (!gc) console.log('(run with node --expose-gc for stable RSS numbers)');
+  const image = loadImage();
+  console.log(`soak: model ${MODEL}, threads ${THREADS}, node ${process.version}`);
+  let ok = true;
+  if (PHASE === 'all' || PHASE === 'memory') ok = (await memory(image)) && ok;
+  if (PHASE === 'all' || PHASE === 'sequential') ok = (await sequential(image)) && ok;
+  if (PHASE === 'all' || PHASE === 'concurrent') ok = (await concurrent(image)) && ok;
+  console.log(ok ? 'soak: OK' : 'soak: FAILED');
+  process.exitCode = ok ? 0 : 1;
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
