@@ -4,6 +4,7 @@ Per case: both backbone maps, the visual tokens, the teacher-forced pass (logits
 captioning (tokens identical, log-prob, points, box, mask, IoU), referring (points, box, mask, IoU) and the training
 loss terms (dropout off) with the global gradient norm from torch autograd, mapped back to the official parameters
 (the conversion-time resizes and the T5 LoRA merge are linear, so their transposes carry the gradients back).
+T5 training terms are checked against the official code with all dropout off (see OFFICIAL_T5_TRAIN_NO_DROPOUT).
 """
 import functools
 
@@ -20,7 +21,22 @@ from conftest import _golden
 
 TOL = 1e-4
 BOX_TOL_PX = 0.01
-T5_LORA_TRAIN_XFAIL = "see test docstring"
+
+# The golden T5 `out_train_*` were made with the T5 head's attention-probability dropout still active (t5x
+# dot_product_attention draws its own bernoulli mask when dropout_rate > 0; the refseg config has 0.1): running the
+# official code with dropout_rate=0.1 and rng PRNGKey(seed) reproduces the golden T5 train values exactly, which
+# torch cannot (jax PRNG). These are the official code's values with that dropout off too (dropout_rate=0.0, same
+# inputs, scenic 4a38d475 + t5x cc342d41 run on CPU in float32, matmul precision 'highest').
+OFFICIAL_T5_TRAIN_NO_DROPOUT = {
+    "t5_s0_h384": {"mask_dice_loss": 0.7055684328079224, "mask_focal_loss": 2.0520269870758057,
+                   "mask_iou_pred_loss": 0.8897902965545654, "mask_loss": 3.647385835647583,
+                   "point_loss": 110.62576293945312, "text_loss": 6.828775882720947, "total_loss": 21.538738250732422,
+                   "grad_global_norm": 108.58500671386719},
+    "t5_s1_h300": {"mask_dice_loss": 0.5911358594894409, "mask_focal_loss": 2.129779815673828,
+                   "mask_iou_pred_loss": 0.012492593377828598, "mask_loss": 2.7334084510803223,
+                   "point_loss": 128.224365234375, "text_loss": 7.540805339813232, "total_loss": 23.096649169921875,
+                   "grad_global_norm": 105.11166381835938},
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -158,7 +174,15 @@ def test_referring(golden):
 def test_training_losses_and_grad_norm(golden):
     keys = [k for k in golden.outputs if k.startswith("train_")]
     assert "train_grad_global_norm" in keys and "train_metric_mask_loss" in keys
-    _check(golden, keys)
+    if golden.head == "bert":
+        _check(golden, keys)
+        return
+    out = _run(golden.name)
+    want = OFFICIAL_T5_TRAIN_NO_DROPOUT[golden.name]
+    ours = {k: out["train_grad_global_norm" if k == "grad_global_norm" else f"train_metric_{k}"] for k in want}
+    errs = {k: rel_l2(ours[k], v) for k, v in want.items()}
+    print(golden.name, {k: f"{v:.2e}" for k, v in errs.items()})
+    assert all(v <= TOL for v in errs.values()), errs
 
 
 def test_load_from_model_dir(tmp_path):
