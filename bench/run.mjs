@@ -109,7 +109,7 @@ async function benchModel(opts, name, env) {
   const ortAvail = OrtPeer.available();
   const ort = ortAvail.ok ? new OrtPeer(dir, cfg, T) : null;
   const raw = { encode: { ours: [], ort: [], torch: [] }, oursParts: [], step: { ours: {}, ort: [] },
-    e2e: { ours: [], torch: [] }, concurrent: { one: [], many: [] }, gemm: [] };
+    e2e: { ours: [], torch: [] }, concurrent: { one: [], many: [], rows: [] }, gemm: [] };
   try {
     const info = await ours.call('info');
     const torchInfo = await torch.call('info');
@@ -157,6 +157,7 @@ async function benchModel(opts, name, env) {
       log(opts, `  concurrent round ${r + 1}/${R}`);
       raw.concurrent.one.push((await ours.call(`concurrent 1 ${tokens}`)).tokens_per_s);
       raw.concurrent.many.push((await ours.call(`concurrent ${conc} ${tokens}`)).tokens_per_s);
+      raw.concurrent.rows.push((await ours.call(`rows ${conc} ${tokens}`)).tokens_per_s);
     }
     raw.gemm.push((await ours.call('gemm')).peak_gflops);
 
@@ -187,7 +188,10 @@ async function benchModel(opts, name, env) {
       details: {
         encodeMs: enc, oursEncodeParts: { sam: part('sam_ms'), eva02: part('eva_ms'), fusion: part('fusion_ms'), normalize: part('normalize_ms') },
         stepMs: { ours: steps, ortAtMid: ortStep }, e2eMs: e2e,
-        tokensPerSecond: { one: summary(raw.concurrent.one), concurrent: summary(raw.concurrent.many) },
+        tokensPerSecond: { one: summary(raw.concurrent.one), concurrent: summary(raw.concurrent.many),
+          batchedStepModel: summary(raw.concurrent.rows) },
+        // What in-flight batching of decode steps would give (one multi-row step per token for all requests):
+        batchedSpeedupModel: ratio(median(raw.concurrent.rows), median(raw.concurrent.one)),
         encoderGflop: info.encoder_gflop, encoderGflops: round(encGflops, 2), sgemmPeakGflops: round(gemmPeak, 2),
         loopLag: lag, ort: ort ? `onnxruntime-node ${ortAvail.version} (CPU EP, in-process)` : `unavailable: ${ortAvail.reason}`,
       },
@@ -221,7 +225,8 @@ function printTable(result) {
     console.log(`  step ms    ours@${m.positions.low} ${d.stepMs.ours[m.positions.low].median}  ours@${m.positions.mid} ` +
       `${d.stepMs.ours[m.positions.mid].median}  ours@${m.positions.high} ${d.stepMs.ours[m.positions.high].median}  ort@${m.positions.mid} ${d.stepMs.ortAtMid.median}`);
     console.log(`  e2e ms     ours ${d.e2eMs.ours.median}  torch ${d.e2eMs.torch.median}`);
-    console.log(`  tokens/s   1: ${d.tokensPerSecond.one.median}  ${m.concurrency}: ${d.tokensPerSecond.concurrent.median}`);
+    console.log(`  tokens/s   1: ${d.tokensPerSecond.one.median}  ${m.concurrency} threads: ${d.tokensPerSecond.concurrent.median}` +
+      `  ${m.concurrency} rows in one step (batching model): ${d.tokensPerSecond.batchedStepModel.median} (x${d.batchedSpeedupModel})`);
     console.log(`  GFLOP/s    encoder ${d.encoderGflops}  sgemm peak ${d.sgemmPeakGflops}`);
     console.log(`  peak RSS MB ours ${m.metrics.peakRssMb.ours}  torch ${m.metrics.peakRssMb.torch}  node+ort ${m.metrics.peakRssMb.ortNodeProcess}`);
     if (d.loopLag.reason) console.log(`  loop lag: ${d.loopLag.reason}`);

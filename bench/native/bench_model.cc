@@ -139,4 +139,36 @@ std::vector<int32_t> BenchModel::caption(const float* visual, int n_tokens, std:
   return out;
 }
 
+double BenchModel::caption_rows(const float* visual, int rows, int n_tokens) {
+  auto t0 = Clock::now();
+  model::TextDecoderLimits lim;
+  lim.max_visual = n_visual_;
+  lim.max_context = 0;
+  lim.max_text = n_tokens + 1;
+  lim.max_sequences = rows;
+  auto state = decoder_->new_state(lim);
+  const int V = decoder_->vocab_size(), D = decoder_->hidden_size();
+  std::vector<float> logits(static_cast<size_t>(V) * rows), hidden(static_cast<size_t>(D) * rows);
+  std::vector<float> corners(static_cast<size_t>(points_->num_points()) * 2 * rows);
+  std::vector<float> scratch(points_->scratch_floats(rows));
+  std::lock_guard<std::mutex> lock(compute_);
+  decoder_->prefill(*state, visual, n_visual_, nullptr, 0, rows);
+  std::vector<int32_t> tok(static_cast<size_t>(rows), bos_);
+  for (int i = 0; i < n_tokens; ++i) {
+    decoder_->step(*state, tok.data(), logits.data(), hidden.data());
+    points_->predict(hidden.data(), rows, float(image_size_), float(image_size_), corners.data(), nullptr,
+                     scratch.data());
+    for (int r = 0; r < rows; ++r) {
+      float* l = logits.data() + static_cast<size_t>(r) * V;
+      l[tok[size_t(r)]] = std::min(l[tok[size_t(r)]], -1e4f);
+      l[eos_] = -INFINITY;
+      int best = 0;
+      for (int v = 1; v < V; ++v)
+        if (l[v] > l[best]) best = v;
+      tok[size_t(r)] = best;
+    }
+  }
+  return ms_since(t0);
+}
+
 }  // namespace pixelllm::bench

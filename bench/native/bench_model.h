@@ -56,6 +56,12 @@ class BenchModel {
   // receives the time of every step. Returns the tokens.
   std::vector<int32_t> caption(const float* visual, int n_tokens, std::vector<double>* step_ms = nullptr);
 
+  // The cost model of in-flight batching (not a runtime feature yet): `rows` captions advanced together, one
+  // decoder step call (one GEMM per weight matrix) for all rows. The rows share one prefix here (the model's
+  // multi-sequence state); requests on different images would each attend over their own prefix K/V, which is
+  // the same work. Returns the wall time in ms.
+  double caption_rows(const float* visual, int rows, int n_tokens);
+
  private:
   core::Json config_;
   std::shared_ptr<core::SafeTensors> weights_;

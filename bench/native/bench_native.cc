@@ -6,7 +6,10 @@
 //   steps N              prefill + N greedy steps on cached visual tokens: per-step ms (step i = position i)
 //   caption N            end to end: encode + prompt adapter + prefill + N greedy steps (+ point head each)
 //   concurrent K N       K threads, each a caption of N tokens on the cached features: wall ms, tokens/s
+//   rows K N             K captions of N tokens advanced together in one multi-row decoder state (the cost
+//                        model of in-flight batching, see BenchModel::caption_rows): wall ms, tokens/s
 //   gemm                 OpenBLAS sgemm GFLOP/s on encoder-like shapes with the same thread count (the peak)
+//   attn                 cpu::attention vs per-head BLAS attention on the encoder shapes (GFLOP/s)
 //   rss                  peak resident set size (MB)
 //   quit
 #include <sys/resource.h>
@@ -22,7 +25,9 @@
 
 #include "bench_model.h"
 #include "core/error.h"
+#include "cpu/attention.h"
 #include "cpu/gemm.h"
+#include "cpu/softmax.h"
 
 using namespace pixelllm;
 using Clock = std::chrono::steady_clock;
@@ -68,6 +73,41 @@ std::string gemm_peak() {
     first = false;
   }
   os << "],\"peak_gflops\":" << num(best) << "}";
+  return os.str();
+}
+
+// cpu::attention vs per-head BLAS (S = Q K^T, softmax, O = S V) on an encoder shape: GFLOP/s of each.
+std::string attention_probe(core::ThreadPool& pool, int64_t T, int64_t H, int64_t hd, int reps) {
+  const int64_t W = H * hd;
+  core::AlignedVector<float> qkv(size_t(T * 3 * W)), o(size_t(T * W)), s(size_t(T * T));
+  for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = float((i * 2654435761u) % 1000) / 1000.f - 0.5f;
+  const double flops = 4.0 * T * T * W;
+  cpu::AttentionArgs a;
+  a.q_len = a.kv_len = T;
+  a.heads = H;
+  a.head_dim = hd;
+  a.q = qkv.data(); a.k = qkv.data() + W; a.v = qkv.data() + 2 * W;
+  a.ldq = a.ldk = a.ldv = 3 * W;
+  a.out = o.data();
+  a.ldo = W;
+  a.scale = 1.f / std::sqrt(float(hd));
+  double best_kernel = 1e30, best_blas = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    cpu::attention(a, &pool);
+    best_kernel = std::min(best_kernel, ms_since(t0));
+    t0 = Clock::now();
+    for (int64_t h = 0; h < H; ++h) {
+      cpu::sgemm(false, true, T, T, hd, a.scale, a.q + h * hd, 3 * W, a.k + h * hd, 3 * W, 0.f, s.data(), T);
+      cpu::softmax(s.data(), T, T, 1.0f, &pool);
+      cpu::sgemm(false, false, T, hd, T, 1.f, s.data(), T, a.v + h * hd, 3 * W, 0.f, o.data() + h * hd, W);
+    }
+    best_blas = std::min(best_blas, ms_since(t0));
+  }
+  std::ostringstream os;
+  os << "{\"T\":" << T << ",\"heads\":" << H << ",\"head_dim\":" << hd << ",\"kernel_ms\":" << num(best_kernel)
+     << ",\"kernel_gflops\":" << num(flops / (best_kernel * 1e6)) << ",\"blas_ms\":" << num(best_blas)
+     << ",\"blas_gflops\":" << num(flops / (best_blas * 1e6)) << "}";
   return os.str();
 }
 
@@ -151,6 +191,16 @@ int main(int argc, char** argv) {
         for (auto& e : errors)
           if (!e.empty()) throw std::runtime_error(e);
         out << "{\"ms\":" << num(ms) << ",\"tokens_per_s\":" << num(1000.0 * k * n / ms) << "}";
+      } else if (cmd == "rows") {
+        int k = 1, n = 0;
+        in >> k >> n;
+        ensure_visual();
+        const double ms = m.caption_rows(visual.data(), k, n);
+        out << "{\"ms\":" << num(ms) << ",\"tokens_per_s\":" << num(1000.0 * k * n / ms) << "}";
+      } else if (cmd == "attn") {
+        out << "{\"eva02\":" << attention_probe(m.pool(), 730, 16, 64, 3)
+            << ",\"sam_window\":" << attention_probe(m.pool(), 196, 16, 80, 3)
+            << ",\"sam_global\":" << attention_probe(m.pool(), 576, 16, 80, 3) << "}";
       } else if (cmd == "gemm") {
         out << gemm_peak();
       } else if (cmd == "rss") {

@@ -168,27 +168,31 @@ void SamImageEncoder::attention_block(const Layer& L, float* x, float* xn, float
   const int64_t nside = L.window ? windows_per_side(G, ws) : 1;
   const int64_t T = ws * ws;                          // tokens per window
   const int64_t rows = nside * nside * T;             // rows of the (padded, window-ordered) activations
+  const float* qkv_bias = L.qkv_b.defined() && L.qkv_b.numel() ? L.qkv_b.data() : nullptr;
 
   if (L.window) {
-    // LN1 into `attn` (free here), then partition into windows with zero rows for the padding (the official pads
-    // after norm1 with zeros; those rows still produce keys/values through the qkv bias).
-    cpu::layer_norm(x, N, D, L.ln1_w.data(), L.ln1_b.data(), eps, attn, pool);
+    // The official pads the LN1 output with zero rows up to whole windows; a zero row's q/k/v is exactly the qkv
+    // bias, so the GEMM runs on the N real rows only (natural order, into `attn`, which holds N * 3D floats) and
+    // the window-ordered buffer gets the real rows scattered in and the bias (or zeros) in the padding rows.
+    cpu::layer_norm(x, N, D, L.ln1_w.data(), L.ln1_b.data(), eps, xn, pool);
+    cpu::linear(xn, N, D, L.qkv_w.data(), qkv_bias, 3 * D, attn);
     core::parallel_for(pool, rows, 64, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t win = r / T, t = r % T;
         const int64_t y = (win / nside) * ws + t / ws, xx = (win % nside) * ws + t % ws;
-        float* dst = xn + r * D;
+        float* dst = qkv + r * 3 * D;
         if (y < G && xx < G)
-          std::memcpy(dst, attn + (y * G + xx) * D, sizeof(float) * D);
+          std::memcpy(dst, attn + (y * G + xx) * 3 * D, sizeof(float) * 3 * D);
+        else if (qkv_bias)
+          std::memcpy(dst, qkv_bias, sizeof(float) * 3 * D);
         else
-          std::memset(dst, 0, sizeof(float) * D);
+          std::memset(dst, 0, sizeof(float) * 3 * D);
       }
     });
   } else {
     cpu::layer_norm(x, N, D, L.ln1_w.data(), L.ln1_b.data(), eps, xn, pool);
+    cpu::linear(xn, rows, D, L.qkv_w.data(), qkv_bias, 3 * D, qkv);
   }
-  cpu::linear(xn, rows, D, L.qkv_w.data(), L.qkv_b.defined() && L.qkv_b.numel() ? L.qkv_b.data() : nullptr,
-              3 * D, qkv);
 
   for (int64_t win = 0; win < nside * nside; ++win) {
     const float* q = qkv + win * T * 3 * D;
@@ -217,17 +221,15 @@ void SamImageEncoder::attention_block(const Layer& L, float* x, float* xn, float
   }
 
   if (L.window) {
-    // proj on the padded window rows, then un-partition: x += proj for the real tokens only.
-    cpu::linear(attn, rows, D, L.proj_w.data(), L.proj_b.data(), D, xn);
+    // Un-partition the real rows (the padded queries' outputs are dropped), then x += proj on those N rows only.
     core::parallel_for(pool, N, 64, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t y = i / G, xx = i % G;
         const int64_t r = ((y / ws) * nside + xx / ws) * T + (y % ws) * ws + xx % ws;
-        float* dst = x + i * D;
-        const float* src = xn + r * D;
-        for (int64_t c = 0; c < D; ++c) dst[c] += src[c];
+        std::memcpy(xn + i * D, attn + r * D, sizeof(float) * D);
       }
     });
+    cpu::linear(xn, N, D, L.proj_w.data(), L.proj_b.data(), D, x, /*accumulate=*/true);
   } else {
     cpu::linear(attn, N, D, L.proj_w.data(), L.proj_b.data(), D, x, /*accumulate=*/true);
   }
@@ -251,7 +253,7 @@ void SamImageEncoder::forward(const float* image, float* out, core::ThreadPool* 
   core::AlignedVector<float> x(static_cast<size_t>(N * D));
   core::AlignedVector<float> xn(static_cast<size_t>(max_rows * D));
   core::AlignedVector<float> qkv(static_cast<size_t>(max_rows * 3 * D));
-  core::AlignedVector<float> attn(static_cast<size_t>(max_rows * D));
+  core::AlignedVector<float> attn(static_cast<size_t>(std::max(max_rows * D, N * 3 * D)));
   core::AlignedVector<float> rel(cfg_.use_rel_pos ? static_cast<size_t>(2 * H * max_T * max_span) : 0);
   core::AlignedVector<float> big(static_cast<size_t>(std::max(
       {N * M, N * 9 * C, cpu::patch_embed_scratch_size(1, S, S, 3, P, P)})));
