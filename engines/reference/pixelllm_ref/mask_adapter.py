@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .mask_decoder import _dense, _ln, convert_two_way, put, run_two_way, two_way_transformer
+from .mask_decoder import dense_params, ln_params, convert_two_way, put, run_two_way, two_way_transformer
 
 NAME = "mask_adapter"
 
@@ -55,8 +55,8 @@ def convert_official(params, cfg: dict) -> dict[str, np.ndarray]:
     if c["gating"]:
         out[f"{NAME}.alpha_output.weight"] = params.take(f"{p}/alpha_output.weight")
     for m in ("visual_projection_mlp", "textual_projection_mlp"):
-        put(out, f"{NAME}.{m}.layer_norm", _ln(params, f"{p}/{m}/LayerNorm_0"))
-        put(out, f"{NAME}.{m}.layers.0", _dense(params, f"{p}/{m}/layers.0"))
+        put(out, f"{NAME}.{m}.layer_norm", ln_params(params, f"{p}/{m}/LayerNorm_0"))
+        put(out, f"{NAME}.{m}.layers.0", dense_params(params, f"{p}/{m}/layers.0"))
     out.update(convert_two_way(params, f"{p}/transformer", f"{NAME}.transformer", c["depth"]))
     return out
 

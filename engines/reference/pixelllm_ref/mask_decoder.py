@@ -46,11 +46,11 @@ def run_two_way(transformer: SamTwoWayTransformer, image: torch.Tensor, image_pe
     return q[:, 0], k[:, 0]
 
 
-def _dense(params, path: str) -> dict[str, np.ndarray]:
+def dense_params(params, path: str) -> dict[str, np.ndarray]:
     return {"weight": params.take(path + "/kernel").T, "bias": params.take(path + "/bias")}
 
 
-def _ln(params, path: str) -> dict[str, np.ndarray]:
+def ln_params(params, path: str) -> dict[str, np.ndarray]:
     return {"weight": params.take(path + "/scale"), "bias": params.take(path + "/bias")}
 
 
@@ -67,14 +67,14 @@ def convert_two_way(params, src: str, dst: str, depth: int) -> dict[str, np.ndar
         s, d = f"{src}/layers.{i}", f"{dst}.layers.{i}"
         for a in attns:
             for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-                put(out, f"{d}.{a}.{proj}", _dense(params, f"{s}/{a}/{proj}"))
+                put(out, f"{d}.{a}.{proj}", dense_params(params, f"{s}/{a}/{proj}"))
         for j in range(1, 5):
-            put(out, f"{d}.layer_norm{j}", _ln(params, f"{s}/norm{j}"))
-        put(out, f"{d}.mlp.lin1", _dense(params, f"{s}/mlp/lin1"))
-        put(out, f"{d}.mlp.lin2", _dense(params, f"{s}/mlp/lin2"))
+            put(out, f"{d}.layer_norm{j}", ln_params(params, f"{s}/norm{j}"))
+        put(out, f"{d}.mlp.lin1", dense_params(params, f"{s}/mlp/lin1"))
+        put(out, f"{d}.mlp.lin2", dense_params(params, f"{s}/mlp/lin2"))
     for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-        put(out, f"{dst}.final_attn_token_to_image.{proj}", _dense(params, f"{src}/final_attn_token_to_image/{proj}"))
-    put(out, f"{dst}.layer_norm_final_attn", _ln(params, f"{src}/norm_final_attn"))
+        put(out, f"{dst}.final_attn_token_to_image.{proj}", dense_params(params, f"{src}/final_attn_token_to_image/{proj}"))
+    put(out, f"{dst}.layer_norm_final_attn", ln_params(params, f"{src}/norm_final_attn"))
     if params.has(f"{src}/layers.{depth}/norm1/scale"):
         raise ValueError(f"{src}: more transformer layers than the configured depth {depth}")
     return out
@@ -108,12 +108,12 @@ def convert_official(params, cfg: dict) -> dict[str, np.ndarray]:
     for ours, theirs in (("upscale_conv1", "0"), ("upscale_conv2", "3")):
         out[f"{NAME}.{ours}.weight"] = params.take(f"{p}/output_upscaling/{theirs}/kernel").transpose(3, 2, 0, 1)
         out[f"{NAME}.{ours}.bias"] = params.take(f"{p}/output_upscaling/{theirs}/bias")
-    put(out, f"{NAME}.upscale_layer_norm", _ln(params, f"{p}/output_upscaling/1"))
+    put(out, f"{NAME}.upscale_layer_norm", ln_params(params, f"{p}/output_upscaling/1"))
 
     def ffn(src: str, dst: str, depth: int):
         names = ["proj_in"] + [f"layers.{j}" for j in range(depth - 2)] + ["proj_out"]
         for j, n in enumerate(names):
-            put(out, f"{dst}.{n}", _dense(params, f"{src}/layers.{j}"))
+            put(out, f"{dst}.{n}", dense_params(params, f"{src}/layers.{j}"))
 
     for i in range(c["num_multimask_outputs"] + 1):
         ffn(f"{p}/output_hypernetworks_mlps.{i}", f"{NAME}.output_hypernetworks_mlps.{i}", 3)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .mask_decoder import _dense, _ln, convert_two_way, count_layers, put, run_two_way, two_way_transformer
+from .mask_decoder import dense_params, ln_params, convert_two_way, count_layers, put, run_two_way, two_way_transformer
 
 NAME = "prompt_adapter"
 
@@ -57,15 +57,15 @@ def convert_official(params, cfg: dict) -> dict[str, np.ndarray]:
         mlps += ["prompt_embedding_projection_mlp", "image_pe_projection_mlp"]
     mlps += [f"output_hypernetworks_mlps.{i}" for i in range(c["num_outputs"])]
     for m in mlps:
-        put(out, f"{NAME}.{m}", _dense(params, f"{p}/{m}/layers.0"))
+        put(out, f"{NAME}.{m}", dense_params(params, f"{p}/{m}/layers.0"))
     found = count_layers(params, f"{p}/transformer")
     if found != c["depth"]:
         raise ValueError(f"prompt_adapter: config depth {c['depth']} but the parameters hold {found} layers")
     out.update(convert_two_way(params, f"{p}/transformer", f"{NAME}.transformer", c["depth"]))
     if c["visual_projection_dim"] is not None:
-        put(out, f"{NAME}.visual_projection.0", _dense(params, "visual_project_layers/visual_projection.0"))
+        put(out, f"{NAME}.visual_projection.0", dense_params(params, "visual_project_layers/visual_projection.0"))
         if c["visual_projection_ln"]:
-            put(out, f"{NAME}.visual_projection.1", _ln(params, "visual_project_layers/visual_projection.1"))
+            put(out, f"{NAME}.visual_projection.1", ln_params(params, "visual_project_layers/visual_projection.1"))
     return out
 
 
