@@ -54,11 +54,12 @@ std::vector<uint8_t> base64_decode(const std::string& s) {
     return c == '+' ? 62 : c == '/' ? 63 : -1;
   };
   std::vector<uint8_t> out;
-  int bits = 0, acc = 0;
+  int bits = 0;
+  uint32_t acc = 0;
   for (char c : s) {
     const int v = val(c);
     if (v < 0) continue;
-    acc = (acc << 6) | v;
+    acc = ((acc << 6) | static_cast<uint32_t>(v)) & 0xffffffu;  // at most 14 live bits
     bits += 6;
     if (bits >= 8) {
       bits -= 8;
