@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/json.h"
+#include "pipeline/dense.h"
 #include "pipeline/image.h"
 #include "pipeline/tasks.h"
 #include "runtime/select.h"
@@ -40,6 +41,7 @@ class PipelineImpl final : public Pipeline {
     runtime::SelectedBackend selected = runtime::create_backend(request, config_);
     backend_ = std::move(selected.backend);
     model_ = TaskModel::from_config(config_, backend_.get());
+    dense_ = DenseModel::from_config(config_);
 
     info_.dir = dir;
     info_.text_decoder = top.get_string("text_decoder");
@@ -89,12 +91,10 @@ class PipelineImpl final : public Pipeline {
     return run_segment(model_, features, box, cancel);
   }
 
-  std::vector<DenseItem> dense(const ImageFeatures& features, const DenseOptions&,
-                               const std::atomic<bool>&) override {
+  std::vector<DenseItem> dense(const ImageFeatures& features, const DenseOptions& options,
+                               const std::atomic<bool>& cancel) override {
     check_owner(features);
-    core::fail(ErrorCode::BackendUnavailable,
-               "dense captioning needs a proposal head: this model has none (or the runtime has no proposal_head "
-               "port yet)");
+    return run_dense(model_, dense_, features, options, cancel);
   }
 
   const ModelInfo& info() const override { return info_; }
@@ -107,6 +107,7 @@ class PipelineImpl final : public Pipeline {
   core::Json config_;
   std::unique_ptr<runtime::Backend> backend_;
   TaskModel model_;
+  DenseModel dense_;
   ModelInfo info_;
 };
 

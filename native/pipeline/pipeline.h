@@ -87,13 +87,16 @@ struct DenseOptions {
   float score_threshold = -1;      // < 0 = config default
   float nms_iou = -1;              // < 0 = config default
   int max_tokens = 0;              // per caption; 0 = config default
+  std::vector<int32_t> context_tokens;  // the caption prefix of every box (the official region prompt
+                                        // "an object of " + eos); empty = none
 };
 
+// Items come sorted by sqrt(max(score, 0) * exp(caption_score)), best first (pipeline/dense.h).
 struct DenseItem {
   Box box;
-  float score = 0;                 // proposal score
+  float score = 0;                 // proposal score (sigmoid of the heatmap)
   std::vector<int32_t> tokens;     // caption tokens (without bos/eos)
-  float caption_score = 0;
+  float caption_score = 0;         // the caption's official score: mean log-prob (greedy)
 };
 
 struct ModelInfo {

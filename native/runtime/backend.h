@@ -12,7 +12,9 @@
 //                         session (device-resident for TensorRT)
 //   MaskDecoderBackend    SAM features, boxes (B,P,4), visual tokens (B,P,T,Dv), text states (B,P,L,D)
 //                         -> low-res mask logits (B,P,4g,4g), IoU (B,P)
-//   ProposalHeadBackend   fused features -> proposal maps (provisional: lands with the reference proposal_head)
+//   ProposalHeadBackend   fused features (B,G,G,C) [features] -> heatmap (B,G,G) logits [heatmap], box_regs
+//                         (B,G,G,4) l,t,r,b >= 0 in stride units [box_regs] (pixelllm_ref.proposal_head.ProposalHead;
+//                         scores, boxes and NMS are the pipeline's: pipeline/nms.h)
 // Thread-safety: the component objects are shared by every request of a Pipeline and must accept concurrent calls;
 // a DecoderSession belongs to one request (one thread at a time).
 #pragma once
@@ -119,10 +121,10 @@ class MaskDecoderBackend {
                       float* iou) = 0;
 };
 
-class ProposalHeadBackend {   // provisional; the signature follows the reference proposal_head when it lands
+class ProposalHeadBackend {
  public:
   virtual ~ProposalHeadBackend() = default;
-  virtual void proposals(const float* features, int batch, float* heatmap, float* regression) = 0;
+  virtual void proposals(const float* features, int batch, float* heatmap, float* box_regs) = 0;
 };
 
 struct Backend {

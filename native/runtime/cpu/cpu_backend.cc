@@ -17,6 +17,7 @@
 #include "model/preprocess.h"
 #include "model/prompt_adapter.h"
 #include "model/prompt_encoder.h"
+#include "model/proposal_head.h"
 #include "model/sam_image_encoder.h"
 #include "model/t5.h"
 #include "runtime/cpu/cpu_decoder.h"
@@ -62,6 +63,15 @@ struct Shared {
       dense_pe.resize(static_cast<size_t>(g) * g * prompt_encoder->embed_dim());
       prompt_encoder->dense_pe(g, g, dense_pe.data());
     }
+    if (top.has("proposal_head")) {
+      proposals = model::ProposalHead::load(top.object("proposal_head"), *weights);
+      PIXELLLM_CHECK(proposals->config().input_dim == fusion->out_channels() &&
+                         proposals->config().grid_size == fusion->output_size(),
+                     ConfigMismatch,
+                     "config.json: proposal_head input_dim/grid_size must equal the fused features' channels " +
+                         std::to_string(fusion->out_channels()) + " / grid " +
+                         std::to_string(fusion->output_size()));
+    }
   }
 
   core::Json cfg;
@@ -79,6 +89,7 @@ struct Shared {
   std::unique_ptr<model::MaskAdapter> mask_adapter;
   std::unique_ptr<model::MaskDecoder> mask_decoder;
   std::vector<float> dense_pe;  // (g, g, E) of the SAM grid
+  std::unique_ptr<model::ProposalHead> proposals;
 };
 
 // Valid (h, w) of a top-left rectangle padding mask (official get_image_shape); INVALID_ARGUMENT when the mask is
@@ -182,6 +193,25 @@ class CpuMaskDecoder final : public MaskDecoderBackend {
   std::shared_ptr<Shared> s_;
 };
 
+class CpuProposalHead final : public ProposalHeadBackend {
+ public:
+  explicit CpuProposalHead(std::shared_ptr<Shared> s) : s_(std::move(s)) {}
+  void proposals(const float* features, int batch, float* heatmap, float* box_regs) override {
+    Shared& s = *s_;
+    const int G = s.fusion->output_size();
+    const size_t cells = static_cast<size_t>(G) * G;
+    std::vector<float> scratch(s.proposals->scratch_floats(G, G));
+    for (int b = 0; b < batch; ++b) {
+      std::lock_guard<std::mutex> lock(s.compute);
+      s.proposals->forward(features + static_cast<size_t>(s.fusion->output_floats()) * b, G, G,
+                           heatmap + cells * b, box_regs + cells * 4 * b, scratch.data(), &s.pool);
+    }
+  }
+
+ private:
+  std::shared_ptr<Shared> s_;
+};
+
 // Keeps Shared alive as long as the text decoder (sessions reference its decoder and mutex).
 class CpuTextDecoderOwner final : public TextDecoderBackend {
  public:
@@ -214,6 +244,7 @@ std::unique_ptr<Backend> create_cpu_backend(const core::Json& config, std::share
   backend->prompt_adapter = std::make_unique<CpuPromptAdapter>(shared);
   backend->text_decoder = std::make_unique<CpuTextDecoderOwner>(shared);
   if (shared->mask_decoder) backend->mask_decoder = std::make_unique<CpuMaskDecoder>(shared);
+  if (shared->proposals) backend->proposal_head = std::make_unique<CpuProposalHead>(shared);
   return backend;
 }
 
