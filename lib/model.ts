@@ -291,12 +291,17 @@ export class PixelLLM implements AsyncDisposable {
   async denseCaption(input: ImageInput | EncodedImage, options: DenseOptions = {}): Promise<DenseCaption[]> {
     checkOptionalInt('maxBoxes', options.maxBoxes, 0, 1000);
     this.checkMaxTokens(options.maxTokens);
+    const context = options.prompt === undefined ? undefined : this.tokenizer.promptTokens(options.prompt, this.info);
+    if (context && context.length > this.info.maxCaptionLength) {
+      throw new LimitExceededError(`the prompt has ${context.length} tokens, the model takes at most ${this.info.maxCaptionLength}`);
+    }
     return this.track(async (native) => {
       const features = await this.features(native, input);
       const { token, release } = this.cancelToken(options.signal);
       try {
         const { maxBoxes, scoreThreshold, nmsIou, maxTokens } = options;
-        const items = await mapNative(() => native.dense(features, { maxBoxes, scoreThreshold, nmsIou, maxTokens }, token));
+        const contextTokens = context && Int32Array.from(context);
+        const items = await mapNative(() => native.dense(features, { maxBoxes, scoreThreshold, nmsIou, maxTokens, contextTokens }, token));
         return items.map((it) => ({
           box: [...it.box] as Box,
           score: it.score,

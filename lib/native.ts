@@ -53,6 +53,7 @@ export interface NativeDenseOptions {
   scoreThreshold?: number;
   nmsIou?: number;
   maxTokens?: number;
+  contextTokens?: Int32Array;
 }
 
 export interface NativeDenseItem {

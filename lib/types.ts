@@ -107,6 +107,9 @@ export interface DenseOptions {
   scoreThreshold?: number;
   nmsIou?: number;
   maxTokens?: number;
+  /** A task prompt every box's caption continues from (the official dense captioning prompt is 'an object of');
+   * default none. */
+  prompt?: string;
 }
 
 export interface DenseCaption {

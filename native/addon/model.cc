@@ -141,6 +141,8 @@ Napi::Value Model::Dense(const Napi::CallbackInfo& info) {
   options.score_threshold = args::OptionalFloat(opts, "scoreThreshold", -1.f, 0.f, 1.f);
   options.nms_iou = args::OptionalFloat(opts, "nmsIou", -1.f, 0.f, 1.f);
   options.max_tokens = args::OptionalInt(opts, "maxTokens", 0, 0, static_cast<int>(args::kMaxTokens));
+  if (!opts.Get("contextTokens").IsUndefined())
+    options.context_tokens = args::Tokens(opts.Get("contextTokens"), "options.contextTokens", pipeline->info().vocab_size);
   CancelFlag cancel = CancelToken::FlagOf(info[2], "cancel");
   return (new DenseWorker(env, pipeline, features.features(), options, std::move(cancel)))->Start();
 }
