@@ -3,7 +3,7 @@
 // PyTorch reference (same weights), alternating runs inside one command; medians and spreads.
 //
 //   npm run bench [-- --json] [--models official-bert-reduced,demo] [--rounds 3] [--threads N]
-//                 [--keep-openblas-env]
+//                 [--keep-openblas-env] [--quiet]
 //   npm run bench:smoke            (tiny model, one round, few tokens: the harness end to end, no assertions)
 //
 // See bench/README.md for the metrics, the targets and how to read the numbers.
@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
 import { LineServer, OrtPeer } from './lib/peers.mjs';
 import { median, quantile, ratio, round, summary } from './lib/stats.mjs';
@@ -29,12 +29,13 @@ export const TARGETS = {
 };
 
 function parseArgs(argv) {
-  const a = { json: false, smoke: false, models: null, rounds: null, threads: null, keepEnv: false };
+  const a = { json: false, quiet: false, smoke: false, models: null, rounds: null, threads: null, keepEnv: false };
   for (let i = 0; i < argv.length; ++i) {
     const k = argv[i];
     if (k === '--json') a.json = true;
     else if (k === '--smoke') a.smoke = true;
     else if (k === '--keep-openblas-env') a.keepEnv = true;
+    else if (k === '--quiet') a.quiet = true;
     else if (k === '--models') a.models = argv[++i].split(',');
     else if (k === '--rounds') a.rounds = Number(argv[++i]);
     else if (k === '--threads') a.threads = Number(argv[++i]);
@@ -46,8 +47,9 @@ function parseArgs(argv) {
   return a;
 }
 
+// Progress goes to stderr (stdout carries only the result, so `--json` output pipes cleanly); --quiet drops it.
 const log = (opts, ...m) => {
-  if (!opts.json) console.error(...m);
+  if (!opts.quiet) console.error(...m);
 };
 
 function ensureBuilt(opts) {
@@ -85,11 +87,22 @@ async function loopLag(dir, threads, tokens) {
     const data = Buffer.alloc(s * s * 3);
     for (let i = 0; i < data.length; ++i) data[i] = (i * 7) & 255;
     const img = await model.encode({ data, width: s, height: s, channels: 3 });
+    // Control: the same histogram on an idle loop (what the machine alone costs), then during captions.
+    const idle = monitorEventLoopDelay({ resolution: 1 });
+    idle.enable();
+    await new Promise((r) => setTimeout(r, 2000));
+    idle.disable();
     const h = monitorEventLoopDelay({ resolution: 1 });
     h.enable();
-    await model.caption(img, { maxTokens: tokens }).result;
+    const t0 = performance.now();
+    let captions = 0;
+    do {
+      await model.caption(img, { maxTokens: tokens }).result;
+      ++captions;
+    } while (performance.now() - t0 < 2000);
     h.disable();
-    return { value: round(h.percentile(99) / 1e6, 3), max: round(h.max / 1e6, 3) };
+    return { value: round(h.percentile(99) / 1e6, 3), max: round(h.max / 1e6, 3), captions,
+      idleP99Ms: round(idle.percentile(99) / 1e6, 3), idleMaxMs: round(idle.max / 1e6, 3) };
   } catch (err) {
     return { value: null, reason: `addon caption failed: ${String(err?.message ?? err).split('\n')[0]}` };
   } finally {
@@ -178,6 +191,7 @@ async function benchModel(opts, name, env) {
       e2eVsTorch: ratio(e2e.torch.median, e2e.ours.median),
       concurrentSpeedup: ratio(median(raw.concurrent.many), median(raw.concurrent.one)),
       loopLagP99Ms: lag.value,
+      loopLagIdleP99Ms: lag.idleP99Ms ?? null,   // control: an idle event loop on the same machine, same run
       gemmEfficiency: ratio(encGflops, gemmPeak),
       peakRssMb: { ours: round(oursRss, 1), torch: round(torchRss, 1), ortNodeProcess: round(process.resourceUsage().maxRSS / 1024, 1) },
     };
@@ -230,6 +244,7 @@ function printTable(result) {
     console.log(`  GFLOP/s    encoder ${d.encoderGflops}  sgemm peak ${d.sgemmPeakGflops}`);
     console.log(`  peak RSS MB ours ${m.metrics.peakRssMb.ours}  torch ${m.metrics.peakRssMb.torch}  node+ort ${m.metrics.peakRssMb.ortNodeProcess}`);
     if (d.loopLag.reason) console.log(`  loop lag: ${d.loopLag.reason}`);
+    else console.log(`  loop lag p99 ms: during captions ${d.loopLag.value}, idle loop (control) ${d.loopLag.idleP99Ms}`);
   }
   console.log(`\nOPENBLAS_CORETYPE: ${result.openblasEnv.OPENBLAS_CORETYPE}; OPENBLAS_L2_SIZE: ${result.openblasEnv.OPENBLAS_L2_SIZE}`);
 }
