@@ -132,6 +132,7 @@ describe('bad input: model directories', function () {
     ['a shape that disagrees with config.json (same bytes)', 'CONFIG_MISMATCH', { header: (h) => { const t = tensor(h, matrixName(h)); t.shape = [...t.shape].reverse(); return h; } }],
     ['a shape with a huge dimension', 'MODEL_FORMAT', { header: (h) => { tensor(h, firstTensor(h)).shape = [2 ** 53, 2 ** 53]; return h; } }],
     ['a missing tensor', 'MODEL_FORMAT', { header: (h) => { delete h[matrixName(h)]; return h; } }],
+    ['an unused tensor under a component prefix', 'CONFIG_MISMATCH', { header: (h) => { h['sam_image_encoder.extra.weight'] = { dtype: 'F32', shape: [0], data_offsets: [0, 0] }; return h; } }],
     ['an unknown field in a tensor entry', 'MODEL_FORMAT', { header: (h) => { (h[firstTensor(h)] as Json).offsets = [0, 0]; return h; } }],
     ['a header nested 100000 levels deep', 'MODEL_FORMAT', { header: () => `{"a":{"dtype":"F32","shape":${'['.repeat(100000)}${']'.repeat(100000)},"data_offsets":[0,0]}}` }],
     // tokenizer.json
