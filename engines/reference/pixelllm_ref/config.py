@@ -3,8 +3,6 @@ from __future__ import annotations
 
 SAM_PIXEL_MEAN = [123.675, 116.28, 103.53]
 SAM_PIXEL_STD = [58.395, 57.12, 57.375]
-CLIP_PIXEL_MEAN = [122.7709383, 116.7460125, 104.09373615]  # EVA02 / GIT (CLIP); verify against the official code
-CLIP_PIXEL_STD = [68.5005327, 66.6321579, 70.32316305]
 
 
 def from_official(official_cfg: dict) -> dict:

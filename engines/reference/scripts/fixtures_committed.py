@@ -55,7 +55,6 @@ from fixtures_proposal import dense_run  # noqa: E402
 from make_golden_models import postprocess_mask  # noqa: E402
 from pixelllm_ref import configs, data, decoding, preprocess, scenes, tokenizer, train  # noqa: E402
 from pixelllm_ref import proposal_head as ph  # noqa: E402
-from pixelllm_ref.convert import write_model_dir  # noqa: E402
 from pixelllm_ref.scene_render import render  # noqa: E402
 
 OUT = ROOT / "test" / "fixtures" / "reference"
@@ -380,6 +379,18 @@ def robust_proposals(model, maps: dict, image_hw, kept: torch.Tensor) -> None:
 
 
 # ---- writing and checking --------------------------------------------------------------------------------------
+def write_model(out: Path, cfg: dict, tensors: dict[str, np.ndarray]) -> None:
+    """convert.write_model_dir's layout, byte-stable: safetensors writes its metadata map in a random order, so
+    the file carries one metadata entry only."""
+    from safetensors.numpy import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    (out / "tokenizer.json").write_text(tokenizer.build_tokenizer_json())
+    save_file({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+
+
 def write(out: Path) -> None:
     from safetensors.numpy import save_file
 
@@ -387,7 +398,7 @@ def write(out: Path) -> None:
     torch.use_deterministic_algorithms(True)
     cfg, tensors, model = build()
     rgb = scene_image()
-    write_model_dir(out / "model", cfg, tensors, tokenizer.build_tokenizer_json())
+    write_model(out / "model", cfg, tensors)
     (out / "image.rgb").write_bytes(np.ascontiguousarray(rgb).tobytes())
     arrays, exp = compute(cfg, model, rgb)
     save_file(dict(sorted(arrays.items())), str(out / "tensors.safetensors"),
