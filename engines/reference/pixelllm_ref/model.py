@@ -28,6 +28,7 @@ _CLASSES = {
     "sam_image_encoder": "SamImageEncoder", "eva02_encoder": "Eva02Encoder", "feature_fusion": "FeatureFusion",
     "prompt_encoder": "PromptEncoder", "prompt_adapter": "PromptAdapter", "git_decoder": "GitDecoder", "t5": "T5",
     "point_head": "PointHead", "mask_adapter": "MaskAdapter", "mask_decoder": "MaskDecoder",
+    "proposal_head": "ProposalHead",
 }
 
 
@@ -37,8 +38,8 @@ def component_names(cfg: dict) -> list[str]:
         raise ValueError(f"PixelLLM: unknown text_decoder {text!r}")
     names = ["sam_image_encoder", "eva02_encoder", "feature_fusion", "prompt_encoder", "prompt_adapter", text,
              "point_head", "mask_adapter", "mask_decoder"]
-    if "proposal_head" in cfg:
-        raise ValueError("PixelLLM: proposal_head (dense captioning) is not part of this reference model yet")
+    if "proposal_head" in cfg:  # optional: dense captioning (see proposal_head.py)
+        names.append("proposal_head")
     missing = [n for n in names if n not in cfg]
     if missing:
         raise ValueError(f"PixelLLM: config lacks the sections {missing}")
