@@ -2,8 +2,8 @@
 # Builds the libFuzzer harnesses (fuzz/*_fuzzer.cc) with clang + ASan + UBSan into build/fuzz/.
 #   fuzz/build.sh            all harnesses
 # Needs clang and its runtime (Debian bookworm: apt-get install clang-14 libclang-rt-14-dev; any clang >= 14 with
-# libFuzzer works: set CXX=clang++-NN). The harnesses compile the native sources they test directly (core, cpu,
-# model, pipeline/masks.cc, runtime/kv_cache.cc), not the cmake library, so they get fuzzer coverage instrumentation.
+# libFuzzer works: set CXX=clang++-NN). The harnesses compile the library sources directly (core, cpu,
+# model, pipeline, runtime + runtime/cpu), not the cmake library, so they get fuzzer coverage instrumentation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,7 +26,8 @@ if grep -qw avx2 /proc/cpuinfo 2>/dev/null; then FLAGS+=(-mavx2 -mfma); fi
 LINK=(-fsanitize=fuzzer,address,undefined -lopenblas -lpthread -lm)
 
 mkdir -p "$OUT/obj"
-SOURCES=(native/core/*.cc native/cpu/*.cc native/model/*.cc native/pipeline/masks.cc native/runtime/kv_cache.cc)
+# The library sources, as CMakeLists.txt globs them (TensorRT excluded).
+SOURCES=(native/core/*.cc native/cpu/*.cc native/model/*.cc native/pipeline/*.cc native/runtime/*.cc native/runtime/cpu/*.cc)
 OBJS=()
 jobs=$(nproc 2>/dev/null || echo 2)
 pids=()

@@ -1,5 +1,6 @@
 // libFuzzer harness: config.json text (native/core/json.cc) and every component's config parser
-// (native/model/*::from_json), which is all of model loading that runs before any weight is read.
+// (native/model/*::from_json, pipeline DenseModel::from_config), which is all of model loading that runs before any
+// weight is read.
 // Property: parsing and validation only ever throw core::Error; a config that validates has the invariants the
 // loaders rely on (positive sizes, divisible head dims).
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include "model/prompt_encoder.h"
 #include "model/sam_image_encoder.h"
 #include "model/t5.h"
+#include "pipeline/dense.h"
 
 namespace core = pixelllm::core;
 namespace model = pixelllm::model;
@@ -88,5 +90,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   whole<model::PromptAdapterConfig>(config, "prompt_adapter");
   whole<model::MaskAdapterConfig>(config, "mask_adapter");
   whole<model::MaskDecoderConfig>(config, "mask_decoder");
+  only_core_errors("proposal_head", [&] {
+    auto d = pixelllm::pipeline::DenseModel::from_config(config);
+    if (d.present && d.grid <= 0) finding("dense model with a non-positive grid");
+  });
   return 0;
 }

@@ -27,7 +27,7 @@ for lib in "$ASAN_LIB" "$UBSAN_LIB"; do
   [[ -f "$lib" ]] || { echo "test-asan: sanitizer runtime $lib not found" >&2; exit 1; }
 done
 # The addon must really be instrumented (a stale plain build would pass without checking anything).
-nm -D "$ADDON" | grep -q __asan_report || { echo "test-asan: $ADDON is not built with ASan" >&2; exit 1; }
+[[ $(nm -D "$ADDON" | grep -c __asan_report) -gt 0 ]] || { echo "test-asan: $ADDON is not built with ASan" >&2; exit 1; }
 
 LOG=$(mktemp)
 t1=$SECONDS
