@@ -41,6 +41,7 @@ for n in "${names[@]}"; do
   [[ -f fuzz/$n.dict ]] && args+=(-dict="fuzz/$n.dict")
   [[ $fork -gt 0 ]] && args+=(-fork="$fork" -ignore_crashes=1)
   log=$B/$n.log
+  before=$(find "$B/artifacts/$n" -maxdepth 1 -type f | wc -l)
   t0=$SECONDS
   rc=0
   nice -n 10 "$bin" "${args[@]}" "$B/corpus/$n" "fuzz/corpus/$n" >"$log" 2>&1 || rc=$?
@@ -48,7 +49,7 @@ for n in "${names[@]}"; do
   [[ -n "$execs" ]] || execs=$(grep -Eo '#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
   rate=$(grep -Eo 'exec/s: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1 || true)
   cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | grep -Eo '[0-9]+' || true)
-  crashes=$(ls "$B/artifacts/$n" 2>/dev/null | wc -l)
+  crashes=$(( $(find "$B/artifacts/$n" -maxdepth 1 -type f | wc -l) - before ))
   if [[ $rc -ne 0 || ( $fork -gt 0 && $crashes -gt 0 ) ]]; then
     status=1
     echo "fuzz $n: FOUND SOMETHING after $((SECONDS - t0))s (rc $rc), see $log and $B/artifacts/$n/"
