@@ -10,6 +10,7 @@
 //                        model of in-flight batching, see BenchModel::caption_rows): wall ms, tokens/s
 //   gemm                 OpenBLAS sgemm GFLOP/s on encoder-like shapes with the same thread count (the peak)
 //   attn                 cpu::attention vs per-head BLAS attention on the encoder shapes (GFLOP/s)
+//   gemmsplit            cpu::linear (OpenBLAS threads) vs weight rows split over the pool (OpenBLAS 1 thread)
 //   rss                  peak resident set size (MB)
 //   quit
 #include <sys/resource.h>
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -44,7 +46,13 @@ std::string num(double v) {
   return buf;
 }
 
+// VmHWM of /proc/self/status: the high-water mark of this process image. (getrusage's ru_maxrss is carried
+// across execve on Linux, so a child spawned by a large Node process would report the parent's RSS.)
 double peak_rss_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   return double(ru.ru_maxrss) / 1024.0;
@@ -108,6 +116,53 @@ std::string attention_probe(core::ThreadPool& pool, int64_t T, int64_t H, int64_
   os << "{\"T\":" << T << ",\"heads\":" << H << ",\"head_dim\":" << hd << ",\"kernel_ms\":" << num(best_kernel)
      << ",\"kernel_gflops\":" << num(flops / (best_kernel * 1e6)) << ",\"blas_ms\":" << num(best_blas)
      << ",\"blas_gflops\":" << num(flops / (best_blas * 1e6)) << "}";
+  return os.str();
+}
+
+// y = x W^T with the weight's output rows split over the pool's threads, each slice one single-threaded OpenBLAS
+// call (no OpenBLAS worker threads at all), vs cpu::linear with OpenBLAS threads = pool size.
+void linear_split(core::ThreadPool& pool, const float* x, int64_t rows, int64_t in, const float* w, int64_t out,
+                  float* y) {
+  const int64_t parts = pool.size();
+  const int64_t chunk = ((out + parts - 1) / parts + 15) / 16 * 16;
+  pool.parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t o0 = p * chunk, o1 = std::min(out, o0 + chunk);
+      if (o0 >= o1) continue;
+      cpu::sgemm(false, true, rows, o1 - o0, in, 1.f, x, in, w + o0 * in, in, 0.f, y + o0, out);
+    }
+  });
+}
+
+std::string gemm_split_probe(core::ThreadPool& pool, int reps) {
+  struct Shape { int64_t rows, in, out; };
+  const Shape shapes[] = {{576, 1280, 3840}, {576, 1280, 5120}, {576, 5120, 1280}, {730, 1024, 5460},
+                          {1, 768, 2304}, {1, 768, 3072}, {1, 3072, 768}, {1, 768, 30522}};
+  std::ostringstream os;
+  os << "[";
+  bool first = true;
+  const int threads = pool.size();
+  for (const Shape& s : shapes) {
+    core::AlignedVector<float> x(size_t(s.rows * s.in), 0.5f), w(size_t(s.out * s.in), 0.25f), y(size_t(s.rows * s.out));
+    std::vector<double> a, b;
+    for (int r = 0; r < reps; ++r) {
+      cpu::blas_set_threads(threads);
+      auto t0 = Clock::now();
+      cpu::linear(x.data(), s.rows, s.in, w.data(), nullptr, s.out, y.data());
+      a.push_back(ms_since(t0));
+      cpu::blas_set_threads(1);
+      t0 = Clock::now();
+      linear_split(pool, x.data(), s.rows, s.in, w.data(), s.out, y.data());
+      b.push_back(ms_since(t0));
+    }
+    cpu::blas_set_threads(threads);
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    os << (first ? "" : ",") << "{\"rows\":" << s.rows << ",\"in\":" << s.in << ",\"out\":" << s.out
+       << ",\"blas_threads_ms\":" << num(a[a.size() / 2]) << ",\"pool_split_ms\":" << num(b[b.size() / 2]) << "}";
+    first = false;
+  }
+  os << "]";
   return os.str();
 }
 
@@ -201,6 +256,8 @@ int main(int argc, char** argv) {
         out << "{\"eva02\":" << attention_probe(m.pool(), 730, 16, 64, 3)
             << ",\"sam_window\":" << attention_probe(m.pool(), 196, 16, 80, 3)
             << ",\"sam_global\":" << attention_probe(m.pool(), 576, 16, 80, 3) << "}";
+      } else if (cmd == "gemmsplit") {
+        out << "{\"shapes\":" << gemm_split_probe(m.pool(), 7) << "}";
       } else if (cmd == "gemm") {
         out << gemm_peak();
       } else if (cmd == "rss") {
