@@ -2,9 +2,9 @@
  * PixelLLM: the public model class. Loads a model directory (config.json, model.safetensors, tokenizer.json)
  * into the native runtime and runs the tasks; every call is asynchronous and runs off the event loop.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
-import { DisposedError, InternalError, InvalidArgumentError, InvalidBoxError, LimitExceededError, ModelNotFoundError, mapNative } from './errors';
+import { DisposedError, InternalError, InvalidArgumentError, InvalidBoxError, LimitExceededError, ModelFormatError, ModelNotFoundError, mapNative } from './errors';
 import { GenerationStream } from './generation';
 import { loadImage } from './image';
 import { Mask } from './masks';
@@ -72,8 +72,39 @@ function toEvent(e: NativeTokenEvent, text: string): TokenEvent {
   return { index: e.index, token: e.token, text, point: [e.x, e.y], box: [...e.box] as Box, logprob: e.logprob };
 }
 
+/** The tasks whose context prompt a model directory may set (config.json `task_prompts`). */
+export type PromptTask = 'caption' | 'describe' | 'dense';
+
+/**
+ * The default task prompts of a model directory: config.json may carry `task_prompts` ({ caption, describe,
+ * dense }: the contexts the model was trained with, e.g. the official 'a long image caption:'). Absent = none.
+ */
+export function readTaskPrompts(dir: string): Partial<Record<PromptTask, string>> {
+  let cfg: unknown;
+  try {
+    cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  } catch {
+    return {}; // the native loader reports a missing or unreadable config.json with its own typed error
+  }
+  const raw = (cfg as { task_prompts?: unknown }).task_prompts;
+  if (raw === undefined) return {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ModelFormatError(`${dir}/config.json: task_prompts must be an object of strings`);
+  }
+  const out: Partial<Record<PromptTask, string>> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (!['caption', 'describe', 'dense'].includes(k) || typeof v !== 'string' || v.trim() === '') {
+      throw new ModelFormatError(`${dir}/config.json: task_prompts.${k} must be a non-empty string for caption, describe or dense`);
+    }
+    out[k as PromptTask] = v;
+  }
+  return out;
+}
+
 export class PixelLLM implements AsyncDisposable {
   readonly info: ModelInfo;
+  /** Default prompts per task from config.json `task_prompts` (used when a call passes no `prompt`). */
+  readonly taskPrompts: Readonly<Partial<Record<PromptTask, string>>> = {};
   private inflight = 0;
   private disposeRequested = false;
 
@@ -95,9 +126,11 @@ export class PixelLLM implements AsyncDisposable {
     const abs = path.resolve(dir);
     if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new ModelNotFoundError(`model directory not found: ${abs}`);
     const tokenizer = await TextTokenizer.fromFile(path.join(abs, 'tokenizer.json'));
+    const taskPrompts = readTaskPrompts(abs);
     const binding = loadNative();
     const native = await mapNative(() => binding.Model.load(abs, { backend, threads }));
     const model = new PixelLLM(native, tokenizer);
+    (model as { taskPrompts: Partial<Record<PromptTask, string>> }).taskPrompts = taskPrompts;
     try {
       tokenizer.checkModel(model.info);
     } catch (err) {
@@ -110,6 +143,17 @@ export class PixelLLM implements AsyncDisposable {
   /** True once dispose() was called (the native memory goes when the calls in flight have finished). */
   get disposed(): boolean {
     return this.disposeRequested;
+  }
+
+  /** Context tokens for a task: the caller's prompt, else the model's default (`null` = explicitly none). */
+  private contextFor(task: PromptTask, prompt: string | null | undefined): number[] | undefined {
+    const text = prompt === undefined ? this.taskPrompts[task] : prompt;
+    if (text === undefined || text === null) return undefined;
+    const context = this.tokenizer.promptTokens(text, this.info);
+    if (context.length > this.info.maxCaptionLength) {
+      throw new LimitExceededError(`the prompt has ${context.length} tokens, the model takes at most ${this.info.maxCaptionLength}`);
+    }
+    return context;
   }
 
   private live(): NativeModel {
@@ -188,10 +232,7 @@ export class PixelLLM implements AsyncDisposable {
     this.checkMaxTokens(options.maxTokens);
     checkOptionalInt('beams', options.beams, 1, 16);
     this.live();
-    const context = options.prompt === undefined ? undefined : this.tokenizer.promptTokens(options.prompt, this.info);
-    if (context && context.length > this.info.maxCaptionLength) {
-      throw new LimitExceededError(`the prompt has ${context.length} tokens, the model takes at most ${this.info.maxCaptionLength}`);
-    }
+    const context = this.contextFor(request.task, options.prompt);
     const token = new (loadNative().CancelToken)();
     return new GenerationStream(
       {
@@ -291,10 +332,7 @@ export class PixelLLM implements AsyncDisposable {
   async denseCaption(input: ImageInput | EncodedImage, options: DenseOptions = {}): Promise<DenseCaption[]> {
     checkOptionalInt('maxBoxes', options.maxBoxes, 0, 1000);
     this.checkMaxTokens(options.maxTokens);
-    const context = options.prompt === undefined ? undefined : this.tokenizer.promptTokens(options.prompt, this.info);
-    if (context && context.length > this.info.maxCaptionLength) {
-      throw new LimitExceededError(`the prompt has ${context.length} tokens, the model takes at most ${this.info.maxCaptionLength}`);
-    }
+    const context = this.contextFor('dense', options.prompt);
     return this.track(async (native) => {
       const features = await this.features(native, input);
       const { token, release } = this.cancelToken(options.signal);

@@ -56,8 +56,11 @@ export interface GenerateOptions {
   maxTokens?: number;
   /** 1 (default) = greedy, the official decode rules; > 1 = beam search. */
   beams?: number;
-  /** A task prompt the caption continues from (e.g. the official 'a long image caption:'); default none. */
-  prompt?: string;
+  /**
+   * A task prompt the caption continues from (e.g. the official 'a long image caption:'). Default: the model's
+   * prompt for the task (config.json `task_prompts`, the context it was trained with), if any; `null` = none.
+   */
+  prompt?: string | null;
 }
 
 export interface CaptionResult {
@@ -107,9 +110,9 @@ export interface DenseOptions {
   scoreThreshold?: number;
   nmsIou?: number;
   maxTokens?: number;
-  /** A task prompt every box's caption continues from (the official dense captioning prompt is 'an object of');
-   * default none. */
-  prompt?: string;
+  /** A task prompt every box's caption continues from (the official dense captioning prompt is 'an object of').
+   * Default: the model's config.json `task_prompts.dense`, if any; `null` = none. */
+  prompt?: string | null;
 }
 
 export interface DenseCaption {
