@@ -13,6 +13,13 @@ What differs from the official, to learn fast on 2 CPU cores (each choice named 
     `refer_rows` / `region_rows` objects per image are used per step; padding columns are trimmed per batch;
   * text and point losses are averaged per task and then summed (the official averages over all tokens of the
     merged batch, which lets 60-token narratives drown out 5-token region captions);
+  * region rows also get the point loss at the token before EOS (target = the prompt box; the official densecap
+    source has no point loss), a direct signal for the box-prompt path of the prompt adapter;
+  * learning rate 3e-4: at 1e-3 and 5e-4 the randomly initialised prompt adapter collapsed within the first
+    ~20 steps (its visual tokens became identical for every box prompt, std 1e-4, although the box is linearly
+    decodable from them at init with 7 px L1 error) and never recovered, so captions stayed at the language prior
+    and referring boxes at the mean box; at 3e-4 the box-prompt path recovers after ~80 steps (isolated test:
+    adapter + decoder + point head on the region point loss);
   * the mask decoder is prompted with jittered ground-truth boxes early on, and with the model's own (detached)
     referring boxes with a probability that ramps up to `pred_box_prob` (the official always uses its own boxes);
   * randomly initialised model (no SAM/EVA02/BERT pretraining exists offline): position embeddings N(0, 0.02),
@@ -20,7 +27,7 @@ What differs from the official, to learn fast on 2 CPU cores (each choice named 
 Scene seeds: training draws seeds < 10**6 (`TRAIN_SEED_LIMIT`); evaluation (evaluate.py) uses seeds >= 10**9.
 
 Usage (from engines/reference):
-  .venv/bin/python -m pixelllm_ref.train --run runs/demo --steps 3000 --minutes 60          # start
+  .venv/bin/python -m pixelllm_ref.train --run runs/demo --minutes 150                      # start
   .venv/bin/python -m pixelllm_ref.train --run runs/demo --resume                          # continue
   .venv/bin/python -m pixelllm_ref.train --run runs/demo --export ../demo                  # model dir
 """
@@ -51,16 +58,18 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.json"
 class TrainConfig:
     seed: int = 0
     batch_size: int = 4            # images per step; each image trains every task
-    steps: int = 900               # length of the LR schedule (a run may stop earlier at `minutes`)
+    steps: int = 3000              # length of the LR schedule (a run may stop earlier at `minutes`)
     minutes: float = 60.0          # wall-clock budget, summed over resumed runs
-    lr: float = 1e-3
+    lr: float = 3e-4               # 5e-4 / 1e-3 collapse the prompt adapter (module doc)
     min_lr_ratio: float = 0.02
-    warmup: int = 50
+    warmup: int = 100
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     threads: int = 1               # measured: 1 thread ~0.9 s/image, 2 threads 6-10 s/image on the shared 2 cores
-    refer_rows: int = 2
+    refer_rows: int = 4            # referring rows per image (point loss)
+    mask_rows: int = 2             # of which the first `mask_rows` also train the mask decoder
     region_rows: int = 2
+    region_point: bool = True      # also supervise the prompt box at the region caption's last word
     box_jitter: float = 0.1        # jitter of gt mask prompts, fraction of the box size
     pred_box_prob: float = 0.5     # final probability of prompting the mask decoder with the predicted box
     pred_box_ramp: tuple = (0.3, 0.7)  # progress interval over which that probability ramps up from 0
@@ -146,7 +155,7 @@ def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
     text, ctx = take(rg["text_tokens"], gr), take(rg["context_tokens"], gr)
     lt, lc = _trim(text), _trim(ctx)
     out.update(region_text=text[..., :lt], region_ctx=ctx[..., :lc], region_boxes=take(rg["gt_boxes"], gr),
-               region_valid=take(rg["gt_classes"], gr) > 0)
+               region_valid=take(rg["gt_classes"], gr) > 0, region_pv=take(rg["point_valid_mask"], gr)[..., :lt])
     return out
 
 
@@ -154,9 +163,19 @@ def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int) -> 
     """Producer process. data.example renders the same scene once per task; the layout (the costly part) is
     memoised here by patching scenes.make_layout in THIS process only."""
     scenes.make_layout = functools.lru_cache(maxsize=64)(scenes.make_layout)
+    import queue as queue_lib
+
     tc, dc = TrainConfig(**tc_dict), data.DataConfig(**dc_dict)
+    parent = os.getppid()
     for step in range(start, stop):
-        queue.put((step, make_step_batch(tc, dc, step)))
+        item = (step, make_step_batch(tc, dc, step))
+        while True:
+            try:
+                queue.put(item, timeout=5)
+                break
+            except queue_lib.Full:
+                if os.getppid() != parent:  # the trainer died without closing us
+                    return
 
 
 class Prefetcher:
@@ -237,14 +256,16 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tup
     gt_boxes = batch["refer_boxes"].float()
     m["refer_point"] = losses.point_loss(tr["point_coords"], batch["refer_pv"], gt_boxes.reshape(b, r, 2, 2),
                                          batch["refer_valid"], "l1_nonzero")
-    pred = boxes_from_points(tr["point_coords"], batch["refer_pv"]).detach()
-    prompt = mask_prompt_boxes(gt_boxes, pred, pred_box_prob(tc, step), tc.box_jitter, enc["image_hw"], rng)
+    k = min(tc.mask_rows, r)
+    pred = boxes_from_points(tr["point_coords"][:, :k], batch["refer_pv"][:, :k]).detach()
+    prompt = mask_prompt_boxes(gt_boxes[:, :k], pred, pred_box_prob(tc, step), tc.box_jitter, enc["image_hw"], rng)
     pe = model.prompt_encoder
-    sparse = model.mask_adapter(pe.embed_boxes(prompt, model.image_size), vis_r, tr["text_feats"])
+    sparse = model.mask_adapter(pe.embed_boxes(prompt, model.image_size), vis_r[:, :k], tr["text_feats"][:, :k])
     sam = enc["sam"]
     masks, iou = model.mask_decoder.predict(sam, pe.get_dense_pe(sam.shape[1], sam.shape[2]), sparse,
                                             pe.dense_embedding())
-    mk = losses.sam_mask_loss(masks, iou, batch["refer_masks"], batch["refer_valid"], enc["padding_mask"])
+    mk = losses.sam_mask_loss(masks, iou, batch["refer_masks"][:, :k], batch["refer_valid"][:, :k],
+                              enc["padding_mask"])
     m.update(mask=mk["mask_loss"], mask_focal=mk["mask_focal_loss"].detach(), mask_dice=mk["mask_dice_loss"].detach(),
              mask_iou=mk["mask_iou_pred_loss"].detach())
     # region captions (prompt = object box)
@@ -252,13 +273,18 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tup
     tg = model.teacher_forced(enc, vis_g, batch["region_text"], batch["region_ctx"])
     m["region_text"] = losses.text_loss(tg["text_logits"], batch["region_text"], batch["region_valid"],
                                         tc.label_smooth, eos, vocab)
+    g = batch["region_text"].shape[1]
+    m["region_point"] = losses.point_loss(tg["point_coords"], batch["region_pv"],
+                                          batch["region_boxes"].float().reshape(b, g, 2, 2), batch["region_valid"],
+                                          "l1_nonzero") if tc.region_point else torch.zeros(())
     # proposals
     det = proposal_head.losses(model.proposal_head(enc["features"]), batch["all_boxes"], batch["all_valid"],
                                cfg[proposal_head.NAME]["stride"])
     m["det"] = det["det_loss"]
     m["det_hm"] = (det["proposal_pos_loss"] + det["proposal_neg_loss"]).detach()
     m["det_reg"] = det["proposal_reg_loss"].detach()
-    total = (tc.w_text * (m["trace_text"] + m["region_text"]) + tc.w_point * (m["trace_point"] + m["refer_point"])
+    total = (tc.w_text * (m["trace_text"] + m["region_text"])
+             + tc.w_point * (m["trace_point"] + m["refer_point"] + m["region_point"])
              + tc.w_mask * m["mask"] + tc.w_det * m["det"])
     m["total"] = total
     return total, {k: float(v.detach()) for k, v in m.items()}
@@ -378,7 +404,9 @@ def main(argv=None):
     ap.add_argument("--config", type=Path, default=DEMO_CONFIG)
     ap.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; --resume continues")
     for f in dataclasses.fields(TrainConfig):
-        if f.type in ("int", "float") or isinstance(f.default, (int, float)):
+        if isinstance(f.default, bool):
+            ap.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=f.default)
+        elif isinstance(f.default, (int, float)):
             ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     a = ap.parse_args(argv)
     if a.export:
