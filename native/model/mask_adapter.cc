@@ -30,7 +30,7 @@ MaskAdapter::MaskAdapter(const core::Json& config, const core::SafeTensors& weig
 
 MaskAdapter::MaskAdapter(const MaskAdapterConfig& c, const core::SafeTensors& weights) : cfg_(c) {
   const int64_t D = c.transformer_dim, O = c.num_outputs;
-  PrefixWeights w(weights, "mask_adapter.");
+  core::PrefixWeights w(weights, "mask_adapter.");
   output_tokens_ = w.get("output_tokens.weight", {O, D});
   if (c.gating) {
     gate_ = w.get("alpha_output.weight", {O, D});

@@ -62,7 +62,7 @@ MaskDecoderConfig MaskDecoderConfig::from_json(const core::Json& config) {
 MaskDecoder::MaskDecoder(const core::Json& config, const core::SafeTensors& weights)
     : MaskDecoder(MaskDecoderConfig::from_json(config), weights) {}
 
-MaskDecoder::Mlp MaskDecoder::load_mlp(PrefixWeights& w, const std::string& name, int64_t in, int64_t hidden,
+MaskDecoder::Mlp MaskDecoder::load_mlp(core::PrefixWeights& w, const std::string& name, int64_t in, int64_t hidden,
                                        int64_t out, int depth) const {
   Mlp m;
   for (int i = 0; i < depth; ++i) {
@@ -92,7 +92,7 @@ void MaskDecoder::run_mlp(const Mlp& m, const float* x, int64_t in, float* y, fl
 
 MaskDecoder::MaskDecoder(const MaskDecoderConfig& c, const core::SafeTensors& weights) : cfg_(c) {
   const int64_t D = c.transformer_dim, K = c.num_multimask_outputs + 1;
-  PrefixWeights w(weights, "mask_decoder.");
+  core::PrefixWeights w(weights, "mask_decoder.");
   iou_token_ = w.get("iou_token.weight", {1, D});
   mask_tokens_ = w.get("mask_tokens.weight", {K, D});
   up1_w_ = pack_conv_t2(w.get("upscale_conv1.weight", {D, D / 4, 2, 2}));

@@ -62,7 +62,7 @@ class MaskDecoder {
     std::vector<core::Tensor> w, b;
     std::vector<int64_t> out;
   };
-  Mlp load_mlp(PrefixWeights& w, const std::string& name, int64_t in, int64_t hidden, int64_t out, int depth) const;
+  Mlp load_mlp(core::PrefixWeights& w, const std::string& name, int64_t in, int64_t hidden, int64_t out, int depth) const;
   // x (in) -> y (out); tmp holds 2 * max width floats.
   static void run_mlp(const Mlp& m, const float* x, int64_t in, float* y, float* tmp);
 

@@ -38,7 +38,7 @@ PromptAdapter::PromptAdapter(const core::Json& config, const core::SafeTensors& 
 
 PromptAdapter::PromptAdapter(const PromptAdapterConfig& c, const core::SafeTensors& weights) : cfg_(c) {
   const int64_t D = c.transformer_dim, E = c.input_embedding_dim, O = c.output_dim, N = c.num_outputs;
-  PrefixWeights w(weights, "prompt_adapter.");
+  core::PrefixWeights w(weights, "prompt_adapter.");
   output_tokens_ = w.get("output_tokens.weight", {N, D});
   image_w_ = w.get("image_projection_mlp.weight", {D, c.image_dim});
   image_b_ = w.get("image_projection_mlp.bias", {D});

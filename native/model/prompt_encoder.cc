@@ -51,7 +51,7 @@ PromptEncoder::PromptEncoder(const core::Json& config, const core::SafeTensors& 
 
 PromptEncoder::PromptEncoder(const PromptEncoderConfig& c, const core::SafeTensors& weights) : cfg_(c) {
   const int64_t E = c.embed_dim;
-  PrefixWeights w(weights, "prompt_encoder.");
+  core::PrefixWeights w(weights, "prompt_encoder.");
   gauss_ = w.get("shared_embedding.positional_embedding", {2, E / 2});
   for (int i = 0; i < c.num_point_embeddings; ++i)
     point_.push_back(w.get("point_embed." + std::to_string(i) + ".weight", {1, E}));

@@ -3,10 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <set>
-#include <utility>
 
 #include "core/error.h"
+#include "core/prefix_weights.h"
 #include "core/thread_pool.h"
 #include "cpu/activations.h"
 #include "cpu/attention.h"
@@ -20,27 +19,6 @@ namespace pixelllm::model {
 using core::Tensor;
 
 namespace {
-
-// Loads "<prefix><name>" with a checked shape and remembers it; finish() refuses tensors under the prefix that
-// nothing loaded (a config/weights disagreement, e.g. an extra layer).
-class WeightLoader {
- public:
-  WeightLoader(const core::SafeTensors& st, std::string prefix) : st_(st), prefix_(std::move(prefix)) {}
-  Tensor get(const std::string& name, const core::Shape& shape) {
-    used_.insert(prefix_ + name);
-    return st_.get(prefix_ + name, shape);
-  }
-  void finish() const {
-    for (const std::string& n : st_.names())
-      PIXELLLM_CHECK(n.compare(0, prefix_.size(), prefix_) != 0 || used_.count(n), ConfigMismatch,
-                     st_.path() + ": unexpected tensor '" + n + "' (not part of the configured " + prefix_ + "*)");
-  }
-
- private:
-  const core::SafeTensors& st_;
-  std::string prefix_;
-  std::set<std::string> used_;
-};
 
 int64_t windows_per_side(int64_t grid, int64_t window) { return (grid + window - 1) / window; }
 
@@ -107,7 +85,7 @@ SamImageEncoderConfig SamImageEncoderConfig::from_json(const core::JsonReader& s
 SamImageEncoder::SamImageEncoder(const core::JsonReader& section, const core::SafeTensors& weights,
                                  const std::string& prefix)
     : cfg_(SamImageEncoderConfig::from_json(section)) {
-  WeightLoader w(weights, prefix);
+  core::PrefixWeights w(weights, prefix);
   const int64_t D = cfg_.hidden_size, G = cfg_.grid(), P = cfg_.patch_size, C = cfg_.output_channels;
   const int64_t hd = cfg_.head_dim();
 

@@ -14,17 +14,6 @@ namespace pixelllm::model {
 
 using core::Tensor;
 
-Tensor PrefixWeights::get(const std::string& name, const core::Shape& shape) {
-  used_.insert(prefix_ + name);
-  return st_.get(prefix_ + name, shape);
-}
-
-void PrefixWeights::finish() const {
-  for (const std::string& n : st_.names())
-    PIXELLLM_CHECK(n.compare(0, prefix_.size(), prefix_) != 0 || used_.count(n), ConfigMismatch,
-                   st_.path() + ": unexpected tensor '" + n + "' (not part of the configured " + prefix_ + "*)");
-}
-
 void TwoWayTransformerConfig::validate(const std::string& what) const {
   PIXELLLM_CHECK(dim > 0 && depth >= 0 && num_heads > 0 && mlp_dim > 0 && downsample > 0, ConfigMismatch,
                  what + ": two-way transformer sizes must be positive");
@@ -38,7 +27,7 @@ struct TwoWayTransformer::Buffers {
   float *qp, *kp, *vp, *att, *qpe, *kpe, *mlp;
 };
 
-TwoWayTransformer::Attention TwoWayTransformer::load_attention(PrefixWeights& w, const std::string& name,
+TwoWayTransformer::Attention TwoWayTransformer::load_attention(core::PrefixWeights& w, const std::string& name,
                                                                int internal) const {
   Attention a;
   const int64_t D = cfg_.dim, I = internal;
@@ -54,7 +43,7 @@ TwoWayTransformer::Attention TwoWayTransformer::load_attention(PrefixWeights& w,
   return a;
 }
 
-TwoWayTransformer::TwoWayTransformer(const TwoWayTransformerConfig& c, PrefixWeights& w, const std::string& p)
+TwoWayTransformer::TwoWayTransformer(const TwoWayTransformerConfig& c, core::PrefixWeights& w, const std::string& p)
     : cfg_(c) {
   c.validate(w.prefix() + p);
   const int64_t D = c.dim, M = c.mlp_dim;

@@ -16,11 +16,10 @@
 #pragma once
 
 #include <cstdint>
-#include <set>
 #include <string>
 #include <vector>
 
-#include "core/safetensors.h"
+#include "core/prefix_weights.h"
 #include "core/tensor.h"
 
 namespace pixelllm::core {
@@ -28,23 +27,6 @@ class ThreadPool;
 }
 
 namespace pixelllm::model {
-
-// Loads "<prefix><name>" tensors with checked shapes (CONFIG_MISMATCH on a different shape, MODEL_FORMAT when
-// missing) and remembers them; finish() refuses any tensor under the prefix nothing loaded (CONFIG_MISMATCH),
-// e.g. an extra layer the config does not declare.
-class PrefixWeights {
- public:
-  PrefixWeights(const core::SafeTensors& st, std::string prefix) : st_(st), prefix_(std::move(prefix)) {}
-  core::Tensor get(const std::string& name, const core::Shape& shape);
-  bool has(const std::string& name) const { return st_.has(prefix_ + name); }
-  void finish() const;
-  const std::string& prefix() const noexcept { return prefix_; }
-
- private:
-  const core::SafeTensors& st_;
-  std::string prefix_;
-  std::set<std::string> used_;
-};
 
 struct TwoWayTransformerConfig {
   int dim = 256;
@@ -61,7 +43,7 @@ struct TwoWayTransformerConfig {
 class TwoWayTransformer {
  public:
   // Reads the tensors under `prefix` (e.g. "mask_decoder.transformer.") through `w` (shape-checked).
-  TwoWayTransformer(const TwoWayTransformerConfig& config, PrefixWeights& w, const std::string& prefix);
+  TwoWayTransformer(const TwoWayTransformerConfig& config, core::PrefixWeights& w, const std::string& prefix);
 
   const TwoWayTransformerConfig& config() const noexcept { return cfg_; }
 
@@ -91,7 +73,7 @@ class TwoWayTransformer {
   };
   struct Buffers;
 
-  Attention load_attention(PrefixWeights& w, const std::string& name, int internal) const;
+  Attention load_attention(core::PrefixWeights& w, const std::string& name, int internal) const;
   // out (nq, dim) = attention of (xq (nq), xk (nk), xv (nk)); accumulate adds to out.
   void attend(const Attention& a, const float* xq, int64_t nq, const float* xk, const float* xv, int64_t nk,
               float* out, bool accumulate, const Buffers& b, core::ThreadPool* pool) const;

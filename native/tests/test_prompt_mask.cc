@@ -4,8 +4,6 @@
 // model.safetensors + prompt_mask.safetensors). Skips with a message when the fixtures are absent.
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -17,54 +15,22 @@
 #include "model/mask_decoder.h"
 #include "model/prompt_adapter.h"
 #include "model/prompt_encoder.h"
+#include "tests/fixture_util.h"
 #include "tests/test.h"
 
-namespace fs = std::filesystem;
 using namespace pixelllm;
 
 namespace {
 
-const char* const kCases[] = {"bert_s0_h384", "bert_s1_h300", "t5_s0_h384", "t5_s1_h300"};
+const auto& kCases = test::kGoldenCases;
 constexpr double kTol = 1e-4;
 
-fs::path fixtures_root() {
-  if (const char* env = std::getenv("PIXELLLM_FIXTURES")) return env;
-  for (fs::path p = fs::current_path(); !p.empty(); p = p.parent_path()) {
-    if (fs::is_directory(p / "build" / "fixtures" / "golden")) return p / "build" / "fixtures" / "golden";
-    if (p == p.parent_path()) break;
-  }
-  return {};
-}
-
-struct Case {
-  std::string name;
-  core::Json config;
-  std::shared_ptr<core::SafeTensors> weights, data;
-};
+using Case = test::Fixture;
 
 bool load_case(const std::string& name, Case& c) {
-  fs::path root = fixtures_root();
-  fs::path dir = root / name;
-  if (root.empty() || !fs::exists(dir / "prompt_mask.safetensors")) {
-    std::cout << "  SKIP " << name << ": no fixtures (run engines/reference/scripts/fixtures_prompt_mask.py; looked in "
-              << (root.empty() ? std::string("build/fixtures/golden") : dir.string()) << ")\n";
-    return false;
-  }
-  c.name = name;
-  c.config = core::parse_json_file((dir / "config.json").string());
-  c.weights = core::SafeTensors::open((dir / "model.safetensors").string());
-  c.data = core::SafeTensors::open((dir / "prompt_mask.safetensors").string());
-  return true;
-}
-
-double check(const Case& c, const std::vector<float>& got, const char* ref_name, double tol) {
-  core::Tensor ref = c.data->get(ref_name);
-  CHECK_EQ(int64_t(got.size()), ref.numel());
-  if (int64_t(got.size()) != ref.numel()) return 1e30;
-  const double e = test::rel_l2(got.data(), ref.data(), ref.numel());
-  std::cout << "    " << c.name << " " << ref_name << " rel_l2 " << e << "\n";
-  CHECK_REL_L2(got.data(), ref.data(), ref.numel(), tol);
-  return e;
+  return test::load_fixture({"PIXELLLM_FIXTURES", "golden", "prompt_mask",
+                             "engines/reference/scripts/fixtures_prompt_mask.py"},
+                            name, c);
 }
 
 struct Models {
@@ -130,12 +96,12 @@ TEST(prompt_golden_visual_tokens) {
     m.pe->sparse_for_adapter(boxes.data(), P, sparse.data());
     m.pe->dense_pe(f.dim(0), f.dim(1), pe.data());
     m.pe->dense_pe(24, 24, pe_sam.data());
-    check(c, sparse, "ref_sparse", 1e-6);
-    check(c, pe, "ref_dense_pe", 1e-6);
-    check(c, pe_sam, "ref_dense_pe_sam", 1e-6);
+    test::check_against(c, sparse, "ref_sparse", 1e-6);
+    test::check_against(c, pe, "ref_dense_pe", 1e-6);
+    test::check_against(c, pe_sam, "ref_dense_pe_sam", 1e-6);
     std::vector<float> tokens = visual_tokens(c, m, nullptr);
-    check(c, tokens, "ref_visual_tokens", kTol);
-    check(c, tokens, "golden_visual_tokens", kTol);
+    test::check_against(c, tokens, "ref_visual_tokens", kTol);
+    test::check_against(c, tokens, "golden_visual_tokens", kTol);
   }
 }
 
@@ -146,12 +112,12 @@ TEST(mask_golden_cap_and_ref) {
     Models m(c);
     for (const std::string tag : {"cap", "ref"}) {
       MaskOut o = mask_decode(c, m, tag, nullptr);
-      check(c, o.box_sparse, ("ref_" + tag + "_box_sparse").c_str(), 1e-6);
-      check(c, o.adapted, ("ref_" + tag + "_adapted").c_str(), kTol);
-      check(c, o.masks, ("ref_" + tag + "_masks").c_str(), kTol);
-      check(c, o.iou, ("ref_" + tag + "_iou").c_str(), kTol);
-      check(c, o.masks, ("golden_" + tag + "_masks").c_str(), kTol);
-      check(c, o.iou, ("golden_" + tag + "_iou").c_str(), kTol);
+      test::check_against(c, o.box_sparse, "ref_" + tag + "_box_sparse", 1e-6);
+      test::check_against(c, o.adapted, "ref_" + tag + "_adapted", kTol);
+      test::check_against(c, o.masks, "ref_" + tag + "_masks", kTol);
+      test::check_against(c, o.iou, "ref_" + tag + "_iou", kTol);
+      test::check_against(c, o.masks, "golden_" + tag + "_masks", kTol);
+      test::check_against(c, o.iou, "golden_" + tag + "_iou", kTol);
     }
   }
 }
@@ -173,7 +139,7 @@ TEST(prompt_several_prompts_and_point_fallback) {
     CHECK_REL_L2(all.data() + p * per, one.data(), per, 1e-6);
   }
   std::vector<float> golden(all.begin(), all.begin() + per);
-  check(c, golden, "golden_visual_tokens", kTol);
+  test::check_against(c, golden, "golden_visual_tokens", kTol);
   // Point fallback: the zero box gives the 2x2 grid points (all at pixel 0 -> +0.5 shift) + 1 padding point.
   const int64_t E = m.pe->embed_dim(), T = m.pe->adapter_tokens();
   CHECK_EQ(T, int64_t(5));
@@ -275,10 +241,10 @@ TEST(prompt_mask_paths_beyond_golden) {
     // several prompts, one of them the all-zero box (point-grid fallback)
     std::vector<float> sparse(size_t(P * m.pe->adapter_tokens() * E));
     m.pe->sparse_for_adapter(extra.data(), P, sparse.data());
-    check(c, sparse, "ref_extra_sparse", 1e-6);
+    test::check_against(c, sparse, "ref_extra_sparse", 1e-6);
     std::vector<float> tokens(size_t(P * m.pa->tokens_per_prompt(h, w) * m.pa->token_dim()));
     m.pa->visual_tokens(*m.pe, f.data(), h, w, extra.data(), P, tokens.data());
-    check(c, tokens, "ref_extra_visual_tokens", kTol);
+    test::check_against(c, tokens, "ref_extra_visual_tokens", kTol);
     {  // prompt_fuse_fn "dense": every image key becomes a visual token
       core::Json cfg = c.config;
       cfg["prompt_adapter"]["prompt_fuse_fn"] = "dense";
@@ -287,7 +253,7 @@ TEST(prompt_mask_paths_beyond_golden) {
       CHECK_EQ(dense.tokens_per_prompt(h, w), h * w);
       std::vector<float> out(size_t(boxes.dim(0) * h * w * dense.token_dim()));
       dense.visual_tokens(*m.pe, f.data(), h, w, boxes.data(), boxes.dim(0), out.data());
-      check(c, out, "ref_dense_fuse_tokens", kTol);
+      test::check_against(c, out, "ref_dense_fuse_tokens", kTol);
     }
     {  // multimask_output: mask tokens 1..3
       core::Json cfg = c.config;
@@ -296,8 +262,8 @@ TEST(prompt_mask_paths_beyond_golden) {
       mm.md = std::make_unique<model::MaskDecoder>(cfg, *c.weights);
       CHECK_EQ(mm.md->num_output_masks(), 3);
       MaskOut o = mask_decode(c, mm, "cap", nullptr);
-      check(c, o.masks, "ref_cap_multi_masks", kTol);
-      check(c, o.iou, "ref_cap_multi_iou", kTol);
+      test::check_against(c, o.masks, "ref_cap_multi_masks", kTol);
+      test::check_against(c, o.iou, "ref_cap_multi_iou", kTol);
     }
   }
 }

@@ -2,8 +2,6 @@
 // (engines/reference/scripts/fixtures_proposal.py writes build/fixtures/proposal/<case>/: config.json +
 // model.safetensors + proposal.safetensors). The fixture cases skip with a message when absent; the NMS unit
 // tests always run.
-#include <cstdlib>
-#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -14,42 +12,21 @@
 #include "core/thread_pool.h"
 #include "model/proposal_head.h"
 #include "pipeline/nms.h"
+#include "tests/fixture_util.h"
 #include "tests/test.h"
 
-namespace fs = std::filesystem;
 using namespace pixelllm;
 
 namespace {
 
 constexpr double kTol = 1e-4;
 
-fs::path proposal_root() {
-  if (const char* env = std::getenv("PIXELLLM_PROPOSAL_FIXTURES")) return env;
-  for (fs::path p = fs::current_path(); !p.empty(); p = p.parent_path()) {
-    if (fs::is_directory(p / "build" / "fixtures" / "proposal")) return p / "build" / "fixtures" / "proposal";
-    if (p == p.parent_path()) break;
-  }
-  return {};
-}
-
-struct Case {
-  std::string name;
-  core::Json config;
-  std::shared_ptr<core::SafeTensors> weights, data;
-};
+using Case = test::Fixture;
 
 bool load_case(const std::string& name, Case& c) {
-  const fs::path root = proposal_root(), dir = root / name;
-  if (root.empty() || !fs::exists(dir / "proposal.safetensors")) {
-    std::cout << "  SKIP " << name << ": no fixtures (run engines/reference/scripts/fixtures_proposal.py; looked in "
-              << (root.empty() ? std::string("build/fixtures/proposal") : dir.string()) << ")\n";
-    return false;
-  }
-  c.name = name;
-  c.config = core::parse_json_file((dir / "config.json").string());
-  c.weights = core::SafeTensors::open((dir / "model.safetensors").string());
-  c.data = core::SafeTensors::open((dir / "proposal.safetensors").string());
-  return true;
+  return test::load_fixture({"PIXELLLM_PROPOSAL_FIXTURES", "proposal", "proposal",
+                             "engines/reference/scripts/fixtures_proposal.py"},
+                            name, c);
 }
 
 void check_case(const std::string& name) {

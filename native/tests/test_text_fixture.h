@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -17,28 +15,16 @@
 #include "model/git_decoder.h"
 #include "model/point_head.h"
 #include "model/t5.h"
+#include "tests/fixture_util.h"
 #include "tests/test.h"
 
 namespace pixelllm::test::text {
 
-namespace fs = std::filesystem;
-
-inline const char* const kCases[] = {"bert_s0_h384", "bert_s1_h300", "t5_s0_h384", "t5_s1_h300"};
+inline const auto& kCases = kGoldenCases;
 constexpr double kTol = 1e-4;
 
-inline fs::path fixtures_root() {
-  if (const char* env = std::getenv("PIXELLLM_FIXTURES")) return env;
-  for (fs::path p = fs::current_path(); !p.empty(); p = p.parent_path()) {
-    if (fs::is_directory(p / "build" / "fixtures" / "golden")) return p / "build" / "fixtures" / "golden";
-    if (p == p.parent_path()) break;
-  }
-  return {};
-}
-
-struct TextCase {
-  std::string name;
-  core::Json config;
-  std::shared_ptr<core::SafeTensors> weights, data;
+// A golden fixture case with its text-side models loaded and its inputs unpacked.
+struct TextCase : Fixture {
   std::unique_ptr<model::TextDecoder> decoder;
   std::unique_ptr<model::PointHead> points;
   std::vector<float> visual;
@@ -58,17 +44,8 @@ struct TextCase {
 };
 
 inline bool load_case(const std::string& name, TextCase& c) {
-  fs::path root = fixtures_root();
-  fs::path dir = root / name;
-  if (root.empty() || !fs::exists(dir / "text.safetensors")) {
-    std::cout << "  SKIP " << name << ": no fixtures (run engines/reference/scripts/fixtures_text.py; looked in "
-              << (root.empty() ? std::string("build/fixtures/golden") : dir.string()) << ")\n";
+  if (!load_fixture({"PIXELLLM_FIXTURES", "golden", "text", "engines/reference/scripts/fixtures_text.py"}, name, c))
     return false;
-  }
-  c.name = name;
-  c.config = core::parse_json_file((dir / "config.json").string());
-  c.weights = core::SafeTensors::open((dir / "model.safetensors").string());
-  c.data = core::SafeTensors::open((dir / "text.safetensors").string());
   core::JsonReader top(c.config, "config.json");
   const std::string head = top.get_string("text_decoder");
   if (head == "git_decoder")

@@ -2,8 +2,6 @@
 // the official golden outputs (engines/reference/scripts/fixtures_vision.py writes build/fixtures/golden/<case>/:
 // config.json + model.safetensors + vision.safetensors). Skips with a message when the fixtures are absent.
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -14,48 +12,21 @@
 #include "model/feature_fusion.h"
 #include "model/preprocess.h"
 #include "model/sam_image_encoder.h"
+#include "tests/fixture_util.h"
 #include "tests/test.h"
 
-namespace fs = std::filesystem;
 using namespace pixelllm;
 
 namespace {
 
-const char* const kCases[] = {"bert_s0_h384", "bert_s1_h300", "t5_s0_h384", "t5_s1_h300"};
+const auto& kCases = test::kGoldenCases;
 constexpr double kTol = 1e-4;
 
-// PIXELLLM_FIXTURES, else the first build/fixtures/golden found from the working directory upwards.
-fs::path fixtures_root() {
-  if (const char* env = std::getenv("PIXELLLM_FIXTURES")) return env;
-  for (fs::path p = fs::current_path(); !p.empty(); p = p.parent_path()) {
-    if (fs::is_directory(p / "build" / "fixtures" / "golden")) return p / "build" / "fixtures" / "golden";
-    if (p == p.parent_path()) break;
-  }
-  return {};
-}
-
-struct Case {
-  std::string name;
-  core::Json config;
-  std::shared_ptr<core::SafeTensors> weights, data;
-  core::JsonReader section(const std::string& key) const {
-    return core::JsonReader(config, "config.json").object(key);
-  }
-};
+using Case = test::Fixture;
 
 bool load_case(const std::string& name, Case& c) {
-  fs::path root = fixtures_root();
-  fs::path dir = root / name;
-  if (root.empty() || !fs::exists(dir / "vision.safetensors")) {
-    std::cout << "  SKIP " << name << ": no fixtures (run engines/reference/scripts/fixtures_vision.py; looked in "
-              << (root.empty() ? std::string("build/fixtures/golden") : dir.string()) << ")\n";
-    return false;
-  }
-  c.name = name;
-  c.config = core::parse_json_file((dir / "config.json").string());
-  c.weights = core::SafeTensors::open((dir / "model.safetensors").string());
-  c.data = core::SafeTensors::open((dir / "vision.safetensors").string());
-  return true;
+  return test::load_fixture({"PIXELLLM_FIXTURES", "golden", "vision", "engines/reference/scripts/fixtures_vision.py"},
+                            name, c);
 }
 
 struct Branches {
@@ -90,15 +61,6 @@ Branches run_image_side(const Case& c, const model::SamImageEncoder& sam, const 
   return b;
 }
 
-void check_against(const Case& c, const std::vector<float>& got, const char* ref_name, double tol) {
-  core::Tensor ref = c.data->get(ref_name);
-  CHECK_EQ(int64_t(got.size()), ref.numel());
-  if (int64_t(got.size()) != ref.numel()) return;
-  double e = test::rel_l2(got.data(), ref.data(), ref.numel());
-  std::cout << "    " << c.name << " " << ref_name << " rel_l2 " << e << "\n";
-  CHECK_REL_L2(got.data(), ref.data(), ref.numel(), tol);
-}
-
 }  // namespace
 
 TEST(vision_golden_all_cases) {
@@ -111,13 +73,13 @@ TEST(vision_golden_all_cases) {
     fusion.check_input("sam_image_encoder", sam.grid(), sam.out_channels());
     fusion.check_input("eva02_encoder", eva.grid(), eva.out_channels());
     Branches b = run_image_side(c, sam, eva, fusion, nullptr);
-    check_against(c, b.sam_in, "ref_sam_input", 1e-6);
-    check_against(c, b.eva_in, "ref_eva02_input", 1e-6);
-    check_against(c, b.sam_out, "golden_sam_features", kTol);
-    check_against(c, b.eva_out, "golden_eva02_features", kTol);
-    check_against(c, b.sam_out, "ref_sam_features", kTol);
-    check_against(c, b.eva_out, "ref_eva02_features", kTol);
-    check_against(c, b.fused, "ref_fused_features", kTol);
+    test::check_against(c, b.sam_in, "ref_sam_input", 1e-6);
+    test::check_against(c, b.eva_in, "ref_eva02_input", 1e-6);
+    test::check_against(c, b.sam_out, "golden_sam_features", kTol);
+    test::check_against(c, b.eva_out, "golden_eva02_features", kTol);
+    test::check_against(c, b.sam_out, "ref_sam_features", kTol);
+    test::check_against(c, b.eva_out, "ref_eva02_features", kTol);
+    test::check_against(c, b.fused, "ref_fused_features", kTol);
   }
 }
 
@@ -128,7 +90,7 @@ TEST(vision_fusion_matches_reference_on_reference_inputs) {
   core::Tensor eva = c.data->get("ref_eva02_features"), sam = c.data->get("ref_sam_features");
   std::vector<float> out(size_t(fusion.output_floats()));
   fusion.forward(eva.data(), sam.data(), out.data());
-  check_against(c, out, "ref_fused_features", 1e-6);
+  test::check_against(c, out, "ref_fused_features", 1e-6);
   // The EVA02 channels come first and unchanged.
   const int64_t C = fusion.out_channels(), ce = eva.dim(3);
   bool same = true;
