@@ -55,8 +55,10 @@ def load_model(path: str | Path):
         cfg = json.loads((p / "config.json").read_text())
         sd = load_file(str(p / "model.safetensors"))
     else:
+        from .train import inference_state
+
         ck = torch.load(p, map_location="cpu", weights_only=False)
-        cfg, sd = ck["model_config"], ck["model"]
+        cfg, sd = ck["model_config"], inference_state(ck["model"])
     model = build_model(cfg)
     model.load_state_dict(sd, strict=True)
     return model.eval()

@@ -69,7 +69,9 @@ def test_training_resumes_bit_identically_and_exports(tmp_path):
     assert (out / "tokenizer.json").read_text() == tokenizer.build_tokenizer_json()
     model = evaluate.load_model(out)
     sd = model.state_dict()
-    assert all(torch.equal(sd[k], a["model"][k]) for k in a["model"])
+    assert set(sd) == set(train.inference_state(a["model"]))
+    assert any(k.startswith("training_probes.") for k in a["model"])      # trained, but never exported
+    assert all(torch.equal(sd[k], a["model"][k]) for k in sd)
     res = evaluate.evaluate(model, num_scenes=1)
     for k in ("referAcc50", "maskIoU", "pointInObject", "regionCaptionExact", "denseAP50", "proposalAP50"):
         assert 0.0 <= res[k] <= 1.0 or np.isnan(res[k]), (k, res[k])
