@@ -104,3 +104,23 @@ def test_point_in_object_counts_mention_words():
     named, hits = evaluate.mention_hits(toks, pts, lay, full)
     assert named == 5                         # "size colour shape" + "colour shape"; article and "and" not counted
     assert hits == 3 and same                 # the first mention's 3 words are inside, the second's 2 outside
+
+
+def test_caption_attributes_and_slot_matching():
+    v = tokenizer.vocab()
+    toks = np.array([[tokenizer.BOS_ID, v["a"], v["large"], v["blue"], v["ring"], tokenizer.EOS_ID],
+                     [0] * 6])
+    assert train.caption_attributes(toks).tolist() == [[2, 2, 5], [-1, -1, -1]]  # sizes/colours/shapes order
+    torch.manual_seed(0)
+    pr = train.Probes(8, 224)
+    with torch.no_grad():
+        pr.slots.weight.zero_()
+        pr.slots.bias.zero_()
+    vis = torch.zeros(1, 3, 8)
+    boxes = torch.tensor([[[10.0, 10, 50, 50], [100, 100, 150, 150], [0, 0, 0, 0]]])
+    attrs = torch.tensor([[[0, 1, 2], [1, 2, 3], [-1, -1, -1]]])
+    obj, l1, attr = pr.slot_loss(vis, boxes, attrs, torch.tensor([[True, True, False]]))
+    assert obj.item() == pytest.approx(float(torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.zeros(3), torch.tensor([1.0, 1.0, 0.0]))))                # two slots matched, one background
+    assert l1.item() == pytest.approx(float((torch.tensor([112.0] * 4) - boxes[0, :2]).abs().mean()))
+    assert attr.item() == pytest.approx((np.log(3) + np.log(6) + np.log(6)) / 3, rel=1e-5)
