@@ -61,34 +61,46 @@ GitDecoderConfig GitDecoderConfig::from_json(const core::JsonReader& r) {
 
 // ---- per-request state ------------------------------------------------------------------------------------------
 
+struct GitDecoder::Rows {
+  Rows(const GitDecoderConfig& c, int rows) {
+    auto alloc = [&](int64_t cols) { return Tensor::empty({static_cast<int64_t>(rows), cols}); };
+    x = alloc(c.hidden_size);
+    qkv = alloc(3 * c.hidden_size);
+    ctx = alloc(c.hidden_size);
+    att = alloc(c.hidden_size);
+    inter = alloc(c.intermediate_size);
+  }
+  Tensor x, qkv, ctx, att, inter;
+};
+
+class GitDecoder::Workspace final : public TextDecoderWorkspace {
+ public:
+  Workspace(const GitDecoderConfig& c, int rows) : max_rows(rows), b(c, rows) {}
+  int max_rows;
+  Rows b;
+};
+
 class GitDecoder::State final : public TextDecoderState {
  public:
   State(const GitDecoderConfig& c, const TextDecoderLimits& lim)
       : limits(lim),
-        prefix(c.num_layers, c.num_heads, c.hidden_size / c.num_heads, lim.max_visual + std::max(lim.max_context, 0)) {
+        prefix(c.num_layers, c.num_heads, c.hidden_size / c.num_heads, lim.max_visual + std::max(lim.max_context, 0)),
+        b(c, std::max(prefix.capacity(), lim.max_sequences)) {
     const int d = c.hidden_size;
-    const int prefix_cap = prefix.capacity();
-    rows_cap = std::max(prefix_cap, lim.max_sequences);
     seqs.reserve(lim.max_sequences);
     spare.reserve(lim.max_sequences);
     for (int i = 0; i < lim.max_sequences; ++i) {
       seqs.emplace_back(c.num_layers, c.num_heads, d / c.num_heads, lim.max_text);
       spare.emplace_back(c.num_layers, c.num_heads, d / c.num_heads, lim.max_text);
     }
-    auto alloc = [&](int64_t cols) { return Tensor::empty({static_cast<int64_t>(rows_cap), cols}); };
-    x = alloc(d);
-    qkv = alloc(3 * d);
-    ctx = alloc(d);
-    att = alloc(d);
-    inter = alloc(c.intermediate_size);
-    scores = Tensor::empty({static_cast<int64_t>(prefix_cap) + lim.max_text});
+    scores = Tensor::empty({static_cast<int64_t>(prefix.capacity()) + lim.max_text});
   }
 
   TextDecoderLimits limits;
   runtime::KvCache prefix;
   std::vector<runtime::KvCache> seqs, spare;
-  int rows_cap = 0;
-  Tensor x, qkv, ctx, att, inter, scores;
+  Rows b;
+  Tensor scores;
 
   void set_sequences(int n) { num_sequences_ = n; }
   void set_position(int p) { position_ = p; }
@@ -160,16 +172,16 @@ void GitDecoder::embed(const int32_t* tokens, int n, int start, float* out) cons
   cpu::layer_norm(out, n, d, emb_ln_g_.data(), emb_ln_b_.data(), cfg_.embedding_ln_eps, out);
 }
 
-void GitDecoder::finish_layer(const Layer& L, State& s, int rows) const {
+void GitDecoder::finish_layer(const Layer& L, Rows& b, int rows) const {
   const int d = cfg_.hidden_size, ff = cfg_.intermediate_size;
   // a = LN1(x + dense(ctx))
-  cpu::linear(s.ctx.data(), rows, d, L.out_w.data(), L.out_b.data(), d, s.x.data(), /*accumulate=*/true);
-  cpu::layer_norm(s.x.data(), rows, d, L.ln1_g.data(), L.ln1_b.data(), cfg_.attention_ln_eps, s.att.data());
+  cpu::linear(b.ctx.data(), rows, d, L.out_w.data(), L.out_b.data(), d, b.x.data(), /*accumulate=*/true);
+  cpu::layer_norm(b.x.data(), rows, d, L.ln1_g.data(), L.ln1_b.data(), cfg_.attention_ln_eps, b.att.data());
   // x = LN2(a + W2 gelu(W1 a))
-  cpu::linear(s.att.data(), rows, d, L.inter_w.data(), L.inter_b.data(), ff, s.inter.data());
-  cpu::gelu(s.inter.data(), static_cast<int64_t>(rows) * ff);
-  cpu::linear(s.inter.data(), rows, ff, L.out2_w.data(), L.out2_b.data(), d, s.att.data(), /*accumulate=*/true);
-  cpu::layer_norm(s.att.data(), rows, d, L.ln2_g.data(), L.ln2_b.data(), cfg_.output_ln_eps, s.x.data());
+  cpu::linear(b.att.data(), rows, d, L.inter_w.data(), L.inter_b.data(), ff, b.inter.data());
+  cpu::gelu(b.inter.data(), static_cast<int64_t>(rows) * ff);
+  cpu::linear(b.inter.data(), rows, ff, L.out2_w.data(), L.out2_b.data(), d, b.att.data(), /*accumulate=*/true);
+  cpu::layer_norm(b.att.data(), rows, d, L.ln2_g.data(), L.ln2_b.data(), cfg_.output_ln_eps, b.x.data());
 }
 
 void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visual, const int32_t* context,
@@ -191,7 +203,7 @@ void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visu
   check_tokens(context, n_context, cfg_.vocab_size, "context");
 
   const int P = n_visual + n_context;
-  float* x = s.x.data();
+  float* x = s.b.x.data();
   cpu::linear(visual, n_visual, cfg_.visual_dim, vis_w_.data(), vis_b_.data(), d, x);
   cpu::layer_norm(x, n_visual, d, vis_ln_g_.data(), vis_ln_b_.data(), cfg_.visual_ln_eps, x);
   if (n_context > 0) embed(context, n_context, 0, x + static_cast<int64_t>(n_visual) * d);
@@ -203,77 +215,142 @@ void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visu
   float* sc = s.scores.data();
   for (int li = 0; li < cfg_.num_layers; ++li) {
     const Layer& L = layers_[li];
-    cpu::linear(x, P, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, s.qkv.data());
+    cpu::linear(x, P, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, s.b.qkv.data());
     for (int r = 0; r < P; ++r) {
-      const float* row = s.qkv.data() + static_cast<int64_t>(r) * 3 * d;
+      const float* row = s.b.qkv.data() + static_cast<int64_t>(r) * 3 * d;
       s.prefix.write(li, r, row + d, row + 2 * d);
     }
     if (li == cfg_.num_layers - 1) break;  // the prefix's last-layer output is never read: only its K/V are
     for (int r = 0; r < P; ++r) {
-      float* q = s.qkv.data() + static_cast<int64_t>(r) * 3 * d;
+      float* q = s.b.qkv.data() + static_cast<int64_t>(r) * 3 * d;
       for (int h = 0; h < cfg_.num_heads; ++h) {
         float* qh = q + h * hd;
         cpu::vec::scale(qh, scale, hd);
         const float* K = s.prefix.key(li, h);
         for (int j = 0; j < P; ++j) sc[j] = valid[j] ? cpu::vec::dot(qh, K + static_cast<int64_t>(j) * hd, hd) : kNegInf;
         cpu::softmax(sc, 1, P);
-        runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, s.ctx.data() + static_cast<int64_t>(r) * d + h * hd,
+        runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, s.b.ctx.data() + static_cast<int64_t>(r) * d + h * hd,
                                false);
       }
     }
-    finish_layer(L, s, P);
+    finish_layer(L, s.b, P);
   }
   for (int i = 0; i < num_sequences; ++i) s.seqs[i].clear();
   s.set_sequences(num_sequences);
   s.set_position(0);
 }
 
-void GitDecoder::step(TextDecoderState& base, const int32_t* tokens, float* logits, float* hidden) const {
-  State& s = static_cast<State&>(base);
-  const int n = s.num_sequences(), pos = s.position();
-  const int d = cfg_.hidden_size, hd = d / cfg_.num_heads;
-  PIXELLLM_CHECK(n >= 1, Internal, "git_decoder: step before prefill");
-  PIXELLLM_CHECK(pos < s.limits.max_text, LimitExceeded,
-                 "git_decoder: text position " + std::to_string(pos) + " beyond the state's max_text " +
+void GitDecoder::check_step(const State& s, const int32_t* tokens) const {
+  PIXELLLM_CHECK(s.num_sequences() >= 1, Internal, "git_decoder: step before prefill");
+  PIXELLLM_CHECK(s.position() < s.limits.max_text, LimitExceeded,
+                 "git_decoder: text position " + std::to_string(s.position()) + " beyond the state's max_text " +
                      std::to_string(s.limits.max_text));
-  check_tokens(tokens, n, cfg_.vocab_size, "text");
+  check_tokens(tokens, s.num_sequences(), cfg_.vocab_size, "text");
+}
 
-  float* x = s.x.data();
-  for (int i = 0; i < n; ++i) embed(tokens + i, 1, pos, x + static_cast<int64_t>(i) * d);  // same position each
+void GitDecoder::attend_text_row(int li, State& s, int r, float* q, float* ctx) const {
+  const int d = cfg_.hidden_size, hd = d / cfg_.num_heads, pos = s.position();
   const int P = s.prefix.length();
   const uint8_t* pvalid = s.prefix.valid();
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   float* sc = s.scores.data();
+  runtime::KvCache& kv = s.seqs[r];
+  kv.write(li, pos, q + d, q + 2 * d);
+  for (int h = 0; h < cfg_.num_heads; ++h) {
+    float* qh = q + h * hd;
+    cpu::vec::scale(qh, scale, hd);
+    const float* K = s.prefix.key(li, h);
+    for (int j = 0; j < P; ++j) sc[j] = pvalid[j] ? cpu::vec::dot(qh, K + static_cast<int64_t>(j) * hd, hd) : kNegInf;
+    const float* T = kv.key(li, h);
+    for (int j = 0; j <= pos; ++j) sc[P + j] = cpu::vec::dot(qh, T + static_cast<int64_t>(j) * hd, hd);
+    cpu::softmax(sc, 1, P + pos + 1);
+    float* out = ctx + h * hd;
+    runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, out, false);
+    runtime::weighted_rows(sc + P, pos + 1, kv.value(li, h), hd, out, true);
+  }
+}
+
+namespace {
+void advance(runtime::KvCache* seqs, int n, int pos) {
+  for (int r = 0; r < n; ++r) {
+    seqs[r].valid()[pos] = 1;
+    seqs[r].set_length(pos + 1);
+  }
+}
+}  // namespace
+
+void GitDecoder::step(TextDecoderState& base, const int32_t* tokens, float* logits, float* hidden) const {
+  State& s = static_cast<State&>(base);
+  check_step(s, tokens);
+  const int n = s.num_sequences(), pos = s.position(), d = cfg_.hidden_size;
+  float* x = s.b.x.data();
+  for (int i = 0; i < n; ++i) embed(tokens + i, 1, pos, x + static_cast<int64_t>(i) * d);  // same position each
   for (int li = 0; li < cfg_.num_layers; ++li) {
     const Layer& L = layers_[li];
-    cpu::linear(x, n, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, s.qkv.data());
-    for (int r = 0; r < n; ++r) {
-      float* q = s.qkv.data() + static_cast<int64_t>(r) * 3 * d;
-      runtime::KvCache& kv = s.seqs[r];
-      kv.write(li, pos, q + d, q + 2 * d);
-      for (int h = 0; h < cfg_.num_heads; ++h) {
-        float* qh = q + h * hd;
-        cpu::vec::scale(qh, scale, hd);
-        const float* K = s.prefix.key(li, h);
-        for (int j = 0; j < P; ++j)
-          sc[j] = pvalid[j] ? cpu::vec::dot(qh, K + static_cast<int64_t>(j) * hd, hd) : kNegInf;
-        const float* T = kv.key(li, h);
-        for (int j = 0; j <= pos; ++j) sc[P + j] = cpu::vec::dot(qh, T + static_cast<int64_t>(j) * hd, hd);
-        cpu::softmax(sc, 1, P + pos + 1);
-        float* out = s.ctx.data() + static_cast<int64_t>(r) * d + h * hd;
-        runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, out, false);
-        runtime::weighted_rows(sc + P, pos + 1, kv.value(li, h), hd, out, true);
-      }
-    }
-    finish_layer(L, s, n);
+    cpu::linear(x, n, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, s.b.qkv.data());
+    for (int r = 0; r < n; ++r)
+      attend_text_row(li, s, r, s.b.qkv.data() + static_cast<int64_t>(r) * 3 * d,
+                      s.b.ctx.data() + static_cast<int64_t>(r) * d);
+    finish_layer(L, s.b, n);
   }
-  for (int r = 0; r < n; ++r) {
-    s.seqs[r].valid()[pos] = 1;
-    s.seqs[r].set_length(pos + 1);
-  }
+  advance(s.seqs.data(), n, pos);
   s.set_position(pos + 1);
   if (hidden) std::memcpy(hidden, x, static_cast<size_t>(n) * d * sizeof(float));
   if (logits) cpu::linear(x, n, d, out_w_.data(), out_b_.data(), cfg_.vocab_size, logits);
+}
+
+std::unique_ptr<TextDecoderWorkspace> GitDecoder::new_workspace(int max_rows) const {
+  PIXELLLM_CHECK(max_rows >= 1 && max_rows <= 4096, LimitExceeded,
+                 "git_decoder: workspace rows " + std::to_string(max_rows) + " outside 1..4096");
+  return std::make_unique<Workspace>(cfg_, max_rows);
+}
+
+void GitDecoder::step_rows(TextDecoderState* const* states, int count, const int32_t* tokens, float* logits,
+                           float* hidden, TextDecoderWorkspace* workspace) const {
+  PIXELLLM_CHECK(count >= 1 && states != nullptr && tokens != nullptr, InvalidArgument,
+                 "git_decoder: step_rows without states");
+  int total = 0;
+  for (int i = 0; i < count; ++i) {
+    PIXELLLM_CHECK(states[i] != nullptr, InvalidArgument, "git_decoder: step_rows: null state");
+    for (int j = 0; j < i; ++j)
+      PIXELLLM_CHECK(states[j] != states[i], InvalidArgument, "git_decoder: step_rows: a state appears twice");
+    check_step(static_cast<const State&>(*states[i]), tokens + total);
+    total += states[i]->num_sequences();
+  }
+  if (count == 1) return step(*states[0], tokens, logits, hidden);
+  std::unique_ptr<TextDecoderWorkspace> own;
+  auto* ws = dynamic_cast<Workspace*>(workspace);
+  if (ws == nullptr || ws->max_rows < total) {
+    own = new_workspace(total);
+    ws = static_cast<Workspace*>(own.get());
+  }
+  Rows& b = ws->b;
+  const int d = cfg_.hidden_size;
+  float* x = b.x.data();
+  // Embeddings: each row at its own state's position.
+  for (int i = 0, row = 0; i < count; ++i) {
+    const State& s = static_cast<const State&>(*states[i]);
+    for (int r = 0; r < s.num_sequences(); ++r, ++row)
+      embed(tokens + row, 1, s.position(), x + static_cast<int64_t>(row) * d);
+  }
+  for (int li = 0; li < cfg_.num_layers; ++li) {
+    const Layer& L = layers_[li];
+    cpu::linear(x, total, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, b.qkv.data());  // one GEMM over all rows
+    for (int i = 0, row = 0; i < count; ++i) {
+      State& s = static_cast<State&>(*states[i]);
+      for (int r = 0; r < s.num_sequences(); ++r, ++row)
+        attend_text_row(li, s, r, b.qkv.data() + static_cast<int64_t>(row) * 3 * d,
+                        b.ctx.data() + static_cast<int64_t>(row) * d);
+    }
+    finish_layer(L, b, total);
+  }
+  for (int i = 0; i < count; ++i) {
+    State& s = static_cast<State&>(*states[i]);
+    advance(s.seqs.data(), s.num_sequences(), s.position());
+    s.set_position(s.position() + 1);
+  }
+  if (hidden) std::memcpy(hidden, x, static_cast<size_t>(total) * d * sizeof(float));
+  if (logits) cpu::linear(x, total, d, out_w_.data(), out_b_.data(), cfg_.vocab_size, logits);
 }
 
 void GitDecoder::reorder(TextDecoderState& base, const int* parents) const {

@@ -51,6 +51,10 @@ class GitDecoder final : public TextDecoder {
   void prefill(TextDecoderState& state, const float* visual, int n_visual, const int32_t* context, int n_context,
                int num_sequences) const override;
   void step(TextDecoderState& state, const int32_t* tokens, float* logits, float* hidden) const override;
+  std::unique_ptr<TextDecoderWorkspace> new_workspace(int max_rows) const override;
+  // One GEMM per projection per layer over the rows of every state, attention per row over its own caches.
+  void step_rows(TextDecoderState* const* states, int count, const int32_t* tokens, float* logits, float* hidden,
+                 TextDecoderWorkspace* workspace) const override;
   void reorder(TextDecoderState& state, const int* parents) const override;
   void forward(const float* visual, int n_visual, const int32_t* context, int n_context, const int32_t* tokens,
                int n_tokens, float* logits, float* hidden) const override;
@@ -61,11 +65,18 @@ class GitDecoder final : public TextDecoder {
     core::Tensor out_w, out_b, ln1_g, ln1_b;
     core::Tensor inter_w, inter_b, out2_w, out2_b, ln2_g, ln2_b;
   };
+  struct Rows;       // activations of a set of rows (x, qkv, ctx, att, inter)
   class State;
+  class Workspace;
 
   void embed(const int32_t* tokens, int n, int start_position, float* out) const;
+  // Checks a step of `state` (prefilled, position < max_text, tokens in the vocabulary) without changing it.
+  void check_step(const State& state, const int32_t* tokens) const;
+  // Self-attention of text row `r` of `state` at its position for layer li: writes its K/V into the row's cache
+  // and ctx (D) from the prefix + text caches. q: the row's fused (3D) projection (q is scaled in place).
+  void attend_text_row(int li, State& state, int r, float* q, float* ctx) const;
   // Post-attention half of a BERT layer over `rows` rows: x := LN2(a + FFN(a)), a = LN1(x + dense(ctx)).
-  void finish_layer(const Layer& layer, State& s, int rows) const;
+  void finish_layer(const Layer& layer, Rows& b, int rows) const;
 
   GitDecoderConfig cfg_;
   core::Tensor vis_w_, vis_b_, vis_ln_g_, vis_ln_b_;

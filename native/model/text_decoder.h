@@ -5,6 +5,8 @@
 //   decoder.prefill(*state, visual, nv, context, nc, num_sequences);   // prefix (GIT) / encoder (T5), once
 //   decoder.step(*state, tokens, logits, hidden);      // one token per live sequence, all at the same position
 //   decoder.reorder(*state, parents);                  // beam search: sequence i := old sequence parents[i]
+//   decoder.step_rows(states, n, tokens, logits, hidden, ws);  // in-flight batching: several requests' states
+//                                                      // advanced by one token in one call (runtime/cpu StepBatcher)
 // Teacher-forced use: forward(...) = the official full pass (official masks, every position), for checks and for
 // consumers that need all positions (e.g. mask adapter text states over the padded length).
 // All methods are const on the decoder (immutable weights, shareable across threads); the state is per request.
@@ -25,6 +27,12 @@ class TextDecoderState {
  protected:
   int num_sequences_ = 0;
   int position_ = 0;
+};
+
+// Scratch of a multi-request step (TextDecoder::new_workspace); one caller at a time.
+class TextDecoderWorkspace {
+ public:
+  virtual ~TextDecoderWorkspace() = default;
 };
 
 struct TextDecoderLimits {
@@ -58,6 +66,16 @@ class TextDecoder {
   // LIMIT_EXCEEDED when the position reaches max_text; INVALID_TEXT for ids outside the vocabulary.
   virtual void step(TextDecoderState& state, const int32_t* tokens, float* logits, float* hidden) const = 0;
 
+  // Multi-request step: advances `count` states (distinct, each prefilled) by one token in one call. Rows are the
+  // states' sequences in order (state 0's num_sequences rows first, ...): tokens (total rows), logits (total rows,
+  // vocab) or null, hidden (total rows, D) or null. Each state keeps its own position, prefix and KV caches; the
+  // results equal `count` step() calls up to float summation order (one GEMM over all rows instead of a GEMV
+  // per state). LIMIT_EXCEEDED / INVALID_TEXT as step() (git_decoder checks every state before changing any).
+  // `workspace` comes from new_workspace(max_rows >= total rows) or is null. Default: one step() per state.
+  virtual std::unique_ptr<TextDecoderWorkspace> new_workspace(int max_rows) const;
+  virtual void step_rows(TextDecoderState* const* states, int count, const int32_t* tokens, float* logits,
+                         float* hidden, TextDecoderWorkspace* workspace) const;
+
   // Beam search: sequence i becomes a copy of the old sequence parents[i] (0 <= parents[i] < num_sequences).
   virtual void reorder(TextDecoderState& state, const int* parents) const = 0;
 
@@ -66,5 +84,17 @@ class TextDecoder {
   virtual void forward(const float* visual, int n_visual, const int32_t* context, int n_context,
                        const int32_t* tokens, int n_tokens, float* logits, float* hidden) const = 0;
 };
+
+inline std::unique_ptr<TextDecoderWorkspace> TextDecoder::new_workspace(int) const { return nullptr; }
+
+inline void TextDecoder::step_rows(TextDecoderState* const* states, int count, const int32_t* tokens, float* logits,
+                                   float* hidden, TextDecoderWorkspace*) const {
+  const long long V = vocab_size(), D = hidden_size();
+  long long row = 0;
+  for (int i = 0; i < count; ++i) {
+    step(*states[i], tokens + row, logits ? logits + row * V : nullptr, hidden ? hidden + row * D : nullptr);
+    row += states[i]->num_sequences();
+  }
+}
 
 }  // namespace pixelllm::model

@@ -32,8 +32,9 @@ void check_image_hw(const float* image_hw) {
 }  // namespace
 
 CpuDecoderSession::CpuDecoderSession(const model::TextDecoder& d, const model::PointHead& ph, int n_visual,
-                                     std::mutex& compute, const DecoderLimits& lim)
-    : d_(d), ph_(ph), n_visual_(n_visual), compute_(compute), lim_(lim) {
+                                     std::mutex& compute, std::shared_ptr<StepBatcher> batcher,
+                                     const DecoderLimits& lim)
+    : d_(d), ph_(ph), n_visual_(n_visual), compute_(compute), batcher_(std::move(batcher)), lim_(lim) {
   PIXELLLM_CHECK(lim.max_rows >= 1 && lim.max_rows <= 64 && lim.max_context >= 0 && lim.max_text >= 1,
                  LimitExceeded, "decoder session: limits out of range (rows 1..64, text >= 1)");
   model::TextDecoderLimits ml;
@@ -49,6 +50,10 @@ CpuDecoderSession::CpuDecoderSession(const model::TextDecoder& d, const model::P
   corners_.resize(rows * ph_.num_points() * 2);
   point_logits_.resize(rows * ph_.num_points() * ph_.logits_per_point());
   scratch_.resize(ph_.scratch_floats(lim_.max_rows));
+}
+
+CpuDecoderSession::~CpuDecoderSession() {
+  if (batcher_ && state_) batcher_->forget(state_.get());
 }
 
 void CpuDecoderSession::prefill(const float* visual, int rows, const int32_t* context, int n_context,
@@ -122,12 +127,27 @@ void CpuDecoderSession::run_step(const int32_t* tokens, const DecoderOutputs& ou
   float* hidden = direct && out.hidden != nullptr ? out.hidden : hidden_.data();
   float* corners = direct && out.corners != nullptr ? out.corners : corners_.data();
   float* plog = out.point_logits == nullptr ? nullptr : direct ? out.point_logits : point_logits_.data();
-  {
-    std::lock_guard<std::mutex> lock(compute_);
-    d_.step(*state_, tokens, logits, hidden);
-    if (out.corners != nullptr || out.point_logits != nullptr)
-      ph_.predict(hidden, rows_, image_w_, image_h_, corners, plog, scratch_.data());
-  }
+  // This request's checks before it joins a batch (a bad request must not fail the others).
+  PIXELLLM_CHECK(tokens != nullptr, InvalidArgument, "decoder step: null tokens");
+  PIXELLLM_CHECK(state_->position() < lim_.max_text, LimitExceeded,
+                 "decoder step: text position " + std::to_string(state_->position()) + " beyond the session's " +
+                     std::to_string(lim_.max_text) + " text positions");
+  for (int r = 0; r < rows_; ++r)
+    PIXELLLM_CHECK(tokens[r] >= 0 && tokens[r] < V, InvalidText,
+                   "decoder step: token " + std::to_string(tokens[r]) + " outside the vocabulary [0, " +
+                       std::to_string(V) + ")");
+  StepBatcher::Job job;
+  job.state = state_.get();
+  job.tokens = tokens;
+  job.logits = logits;
+  job.hidden = hidden;
+  const bool points = out.corners != nullptr || out.point_logits != nullptr;
+  job.corners = points ? corners : nullptr;
+  job.point_logits = points ? plog : nullptr;
+  job.point_scratch = scratch_.data();
+  job.image_w = image_w_;
+  job.image_h = image_h_;
+  batcher_->run(job);
   if (direct) return;
   auto scatter = [&](float* dst, const float* src, int n) {
     if (dst == nullptr) return;
@@ -143,7 +163,11 @@ void CpuDecoderSession::run_step(const int32_t* tokens, const DecoderOutputs& ou
 
 CpuTextDecoder::CpuTextDecoder(const model::TextDecoder& decoder, const model::PointHead& points, int n_visual,
                                std::mutex& compute)
-    : decoder_(decoder), points_(points), n_visual_(n_visual), compute_(compute) {
+    : decoder_(decoder),
+      points_(points),
+      n_visual_(n_visual),
+      compute_(compute),
+      batcher_(std::make_shared<StepBatcher>(decoder, points, compute)) {
   PIXELLLM_CHECK(points.input_dim() == decoder.hidden_size(), ConfigMismatch,
                  "point_head input_dim " + std::to_string(points.input_dim()) + " != text decoder hidden size " +
                      std::to_string(decoder.hidden_size()));
@@ -151,7 +175,7 @@ CpuTextDecoder::CpuTextDecoder(const model::TextDecoder& decoder, const model::P
 }
 
 std::unique_ptr<DecoderSession> CpuTextDecoder::new_session(const DecoderLimits& limits) const {
-  return std::make_unique<CpuDecoderSession>(decoder_, points_, n_visual_, compute_, limits);
+  return std::make_unique<CpuDecoderSession>(decoder_, points_, n_visual_, compute_, batcher_, limits);
 }
 
 void CpuTextDecoder::forward(const float* visual, int rows, const int32_t* context, int n_context,

@@ -6,7 +6,9 @@
 // image size): the CPU decoder encodes it once from row 0 and runs `rows` text sequences over it. A context of
 // exactly one 0 token means "no context" (the interface rule) and is passed to the model as none.
 // Every model call holds `compute` (the backend's compute lock: concurrent requests interleave per step, never
-// inside a component; see core/thread_pool.h for why compute is serialised).
+// inside a component; see core/thread_pool.h for why compute is serialised). Steps go through the backend's
+// StepBatcher (runtime/cpu/step_batcher.h): the steps of concurrent sessions that are ready together run as one
+// multi-row decoder step; a lone session steps exactly as without it.
 #pragma once
 
 #include <memory>
@@ -16,6 +18,7 @@
 #include "model/point_head.h"
 #include "model/text_decoder.h"
 #include "runtime/backend.h"
+#include "runtime/cpu/step_batcher.h"
 
 namespace pixelllm::runtime::cpu {
 
@@ -23,7 +26,8 @@ namespace pixelllm::runtime::cpu {
 class CpuDecoderSession final : public DecoderSession {
  public:
   CpuDecoderSession(const model::TextDecoder& decoder, const model::PointHead& points, int n_visual,
-                    std::mutex& compute, const DecoderLimits& limits);
+                    std::mutex& compute, std::shared_ptr<StepBatcher> batcher, const DecoderLimits& limits);
+  ~CpuDecoderSession() override;
 
   void prefill(const float* visual, int rows, const int32_t* context, int n_context, const int32_t* text, int n_text,
                const float* image_hw, const DecoderOutputs& out) override;
@@ -46,6 +50,7 @@ class CpuDecoderSession final : public DecoderSession {
   const model::PointHead& ph_;
   int n_visual_;
   std::mutex& compute_;
+  std::shared_ptr<StepBatcher> batcher_;
   DecoderLimits lim_;
   std::unique_ptr<model::TextDecoderState> state_;
   int rows_ = 0;
@@ -61,6 +66,8 @@ class CpuTextDecoder final : public TextDecoderBackend {
                  std::mutex& compute);
 
   std::unique_ptr<DecoderSession> new_session(const DecoderLimits& limits) const override;
+  // The batcher every session of this decoder steps through (statistics for tests and benchmarks).
+  const StepBatcher& batcher() const noexcept { return *batcher_; }
   // model::TextDecoder::forward (the official masks on every row, T5 included) + the point head, per row.
   void forward(const float* visual, int rows, const int32_t* context, int n_context, const int32_t* text,
                int n_text, const float* image_hw, const DecoderOutputs& out) const override;
@@ -70,6 +77,7 @@ class CpuTextDecoder final : public TextDecoderBackend {
   const model::PointHead& points_;
   int n_visual_;
   std::mutex& compute_;
+  std::shared_ptr<StepBatcher> batcher_;
 };
 
 }  // namespace pixelllm::runtime::cpu
