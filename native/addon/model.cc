@@ -9,6 +9,7 @@
 #include "addon/convert.h"
 #include "addon/errors.h"
 #include "addon/features.h"
+#include "addon/generate_call.h"
 #include "addon/workers.h"
 
 namespace pixelllm::addon {
@@ -119,7 +120,7 @@ Napi::Value Model::Generate(const Napi::CallbackInfo& info) {
     Throw(env, "INVALID_ARGUMENT", "onToken must be a function");
   }
   CancelFlag cancel = CancelToken::FlagOf(info[3], "cancel");
-  return (new GenerateWorker(env, pipeline, features.features(), std::move(request), info[2], std::move(cancel)))->Start();
+  return StartGenerate(env, pipeline, features.features(), std::move(request), info[2], std::move(cancel));
 }
 
 Napi::Value Model::Segment(const Napi::CallbackInfo& info) {

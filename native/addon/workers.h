@@ -1,4 +1,4 @@
-// Async workers: every pipeline call runs on the libuv thread pool, never on the event loop, and settles a
+// Async workers: every pipeline call except generation runs on the libuv thread pool, never on the event loop, and settles a
 // Promise. Each worker holds its own std::shared_ptr to the pipeline and the features, so Model.dispose() and
 // Features.dispose() never pull memory from under a call in flight.
 #pragma once
@@ -99,30 +99,6 @@ class DenseWorker final : public PromiseWorker {
   std::vector<pipeline::DenseItem> result_;
 };
 
-// Streams one TokenEvent per token to `on_token` (main thread, in order, all delivered before the Promise
-// settles). If on_token throws, generation is cancelled and the Promise rejects with that exception.
-class GenerateWorker final : public Napi::AsyncProgressQueueWorker<pipeline::TokenEvent> {
- public:
-  GenerateWorker(Napi::Env env, std::shared_ptr<pipeline::Pipeline> pipeline,
-                 std::shared_ptr<const pipeline::ImageFeatures> features, pipeline::GenerateRequest request,
-                 Napi::Value on_token, CancelFlag cancel);
-  Napi::Promise Start();
-
- private:
-  void Execute(const ExecutionProgress& progress) override;
-  void OnProgress(const pipeline::TokenEvent* events, size_t count) override;
-  void OnOK() override;
-  void OnError(const Napi::Error& error) override;
-
-  Napi::Promise::Deferred deferred_;
-  std::shared_ptr<pipeline::Pipeline> pipeline_;
-  std::shared_ptr<const pipeline::ImageFeatures> features_;
-  pipeline::GenerateRequest request_;
-  Napi::FunctionReference on_token_;
-  CancelFlag cancel_;
-  Napi::Reference<Napi::Value> callback_error_;  // the first exception thrown by on_token
-  std::optional<Failure> failure_;
-  pipeline::GenerateResult result_;
-};
+// Caption / refer / describe: addon/generate_call.h (decode threads, not the libuv pool).
 
 }  // namespace pixelllm::addon
