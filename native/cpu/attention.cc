@@ -9,12 +9,24 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
+#include "cpu/simd.h"
+#include "cpu/vec.h"
 
 namespace pixelllm::cpu {
 
 namespace {
 
+using simd::vf;
+
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// K^T is packed per head in panels of kPanel keys (the last panel of a head may be 16 wide), each panel
+// (head_dim, width) contiguous, so the score micro-kernel streams it linearly.
+constexpr int64_t kPanel = 32;
+// Score rows held per task: query block x keys, within this many floats (256 KB, an L2-sized tile).
+constexpr int64_t kScoreFloats = 1 << 16;
+// Fewer queries than this: scores straight from the K rows by dot products (packing K would cost as much as
+// the whole product, as in a decode step).
+constexpr int64_t kPackMinQueries = 4;
 
 void check_args(const AttentionArgs& a) {
   auto bad = [](const std::string& m) { core::fail(core::ErrorCode::InvalidArgument, "attention: " + m); };
@@ -28,192 +40,227 @@ void check_args(const AttentionArgs& a) {
         std::to_string(a.kv_len));
 }
 
-// Per-thread scratch, grown once and reused (no allocation in the inner loops).
-struct Scratch {
-  core::AlignedVector<float> kt, s, acc, m, l;
-  void ensure(int64_t d) {
-    kt.resize(static_cast<size_t>(d * kAttnKeyBlock));
-    s.resize(static_cast<size_t>(kAttnQueryBlock * kAttnKeyBlock));
-    acc.resize(static_cast<size_t>(kAttnQueryBlock * d));
-    m.resize(kAttnQueryBlock);
-    l.resize(kAttnQueryBlock);
-  }
-};
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-// 8-float vectors through GCC vector extensions. The two tile kernels are compiled three times (x86-64-v4,
-// x86-64-v3 with AVX2+FMA, and the baseline) and the best one is picked at load time (ifunc), so the shipped
-// x86-64-v2 build still uses AVX where the CPU has it.
-typedef float v8f __attribute__((vector_size(32)));
-#pragma GCC diagnostic ignored "-Wpsabi"  // the helpers are always inlined; no 32-byte vector crosses an ABI edge
-#if defined(__x86_64__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
-#define PIXELLLM_TILE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PIXELLLM_TILE_CLONES
-#endif
-
-__attribute__((always_inline)) inline v8f load8(const float* p) {
-  v8f v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-__attribute__((always_inline)) inline void store8(float* p, v8f v) { __builtin_memcpy(p, &v, sizeof(v)); }
-
-// S[i][j] (row stride kAttnKeyBlock) = sum_d Q_i[d] * kt[d][j] for rows [0, nq) and keys [0, nk_pad) where
-// nk_pad is nk rounded up to 8 (kt columns past nk are zero). Four query rows per pass share each kt load.
-PIXELLLM_TILE_CLONES void scores_tile(const float* const* qrows, int64_t nq, const float* kt, int64_t D, int64_t nk_pad, float* S) {
-  int64_t i = 0;
-  for (; i + 4 <= nq; i += 4) {
-    const float *q0 = qrows[i], *q1 = qrows[i + 1], *q2 = qrows[i + 2], *q3 = qrows[i + 3];
-    for (int64_t j = 0; j < nk_pad; j += 8) {
-      v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
-      for (int64_t d = 0; d < D; ++d) {
-        const v8f kv = load8(kt + d * kAttnKeyBlock + j);
-        a0 += q0[d] * kv;
-        a1 += q1[d] * kv;
-        a2 += q2[d] * kv;
-        a3 += q3[d] * kv;
-      }
-      store8(S + i * kAttnKeyBlock + j, a0);
-      store8(S + (i + 1) * kAttnKeyBlock + j, a1);
-      store8(S + (i + 2) * kAttnKeyBlock + j, a2);
-      store8(S + (i + 3) * kAttnKeyBlock + j, a3);
-    }
-  }
-  for (; i < nq; ++i) {
-    const float* q0 = qrows[i];
-    for (int64_t j = 0; j < nk_pad; j += 8) {
-      v8f a0 = {};
-      for (int64_t d = 0; d < D; ++d) a0 += q0[d] * load8(kt + d * kAttnKeyBlock + j);
-      store8(S + i * kAttnKeyBlock + j, a0);
-    }
-  }
-}
-
-// acc[i][:] += sum_j P[i][j] * V_j[:] for rows [0, nq), keys [0, nk); D % 8 == 0 takes the vector path.
-PIXELLLM_TILE_CLONES void pv_tile(const float* P, int64_t nq, int64_t nk, const float* v, int64_t ldv, int64_t D, float* acc) {
-  if (D % 8 != 0) {
-    for (int64_t i = 0; i < nq; ++i) {
-      float* ar = acc + i * D;
-      for (int64_t j = 0; j < nk; ++j) {
-        const float p = P[i * kAttnKeyBlock + j];
-        const float* vr = v + j * ldv;
-        for (int64_t d = 0; d < D; ++d) ar[d] += p * vr[d];
+// Packed K^T of every head: head h at kt + h * D * kv_pad, panel p (keys [32p, 32p + w)) at + 32p * D, element
+// (d, key 32p + c) at + d * w + c; keys past kv_len are zero. V of head h is copied to vp + h * kv_pad * D as
+// contiguous (kv_len, D) rows: the strided rows of a fused qkv buffer (12 KB apart for EVA02-L) all fall in the
+// same L1 set and thrash it.
+void pack_kv(const AttentionArgs& a, int64_t kv_pad, float* kt, float* vp, core::ThreadPool* pool) {
+  const int64_t D = a.head_dim, panels = (kv_pad + kPanel - 1) / kPanel;
+  core::parallel_for(pool, a.heads * panels, 4, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / panels, k0 = (t % panels) * kPanel;
+      const int64_t w = std::min(kPanel, kv_pad - k0);
+      float* dst = kt + h * D * kv_pad + k0 * D;
+      for (int64_t c = 0; c < w; ++c) {
+        const int64_t key = k0 + c;
+        if (key < a.kv_len) {
+          const float* kr = a.k + key * a.ldk + h * D;
+          for (int64_t d = 0; d < D; ++d) dst[d * w + c] = kr[d];
+          std::memcpy(vp + (h * kv_pad + key) * D, a.v + key * a.ldv + h * D, sizeof(float) * size_t(D));
+        } else {
+          for (int64_t d = 0; d < D; ++d) dst[d * w + c] = 0.f;
+        }
       }
     }
-    return;
+  });
+}
+
+// S[i][j] (row stride lds >= kv_pad) = Q_i . K_j for rows [0, nq) and at least keys [0, nk) from the packed
+// K^T of one head (kv_pad keys); whole panels are computed. Four query rows x one 32-key panel per pass (8 vector
+// accumulators).
+PIXELLLM_SIMD_CLONES void scores_packed(const float* q, int64_t ldq, int64_t nq, const float* kt, int64_t kv_pad,
+                                        int64_t nk, int64_t D, float* S, int64_t lds) {
+  for (int64_t k0 = 0; k0 < nk; k0 += kPanel) {
+    const int64_t w = std::min(kPanel, kv_pad - k0);
+    const float* panel = kt + k0 * D;
+    int64_t i = 0;
+    for (; i + 4 <= nq; i += 4) {
+      const float *q0 = q + i * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
+      if (w == kPanel) {
+        vf a0 = {}, b0 = {}, a1 = {}, b1 = {}, a2 = {}, b2 = {}, a3 = {}, b3 = {}, x, y;
+        for (int64_t d = 0; d < D; ++d) {
+          simd::load(x, panel + d * kPanel);
+          simd::load(y, panel + d * kPanel + 16);
+          a0 += q0[d] * x; b0 += q0[d] * y;
+          a1 += q1[d] * x; b1 += q1[d] * y;
+          a2 += q2[d] * x; b2 += q2[d] * y;
+          a3 += q3[d] * x; b3 += q3[d] * y;
+        }
+        float* s = S + i * lds + k0;
+        simd::store(s, a0); simd::store(s + 16, b0);
+        simd::store(s + lds, a1); simd::store(s + lds + 16, b1);
+        simd::store(s + 2 * lds, a2); simd::store(s + 2 * lds + 16, b2);
+        simd::store(s + 3 * lds, a3); simd::store(s + 3 * lds + 16, b3);
+      } else {  // a 16-key panel
+        vf a0 = {}, a1 = {}, a2 = {}, a3 = {}, x;
+        for (int64_t d = 0; d < D; ++d) {
+          simd::load(x, panel + d * 16);
+          a0 += q0[d] * x;
+          a1 += q1[d] * x;
+          a2 += q2[d] * x;
+          a3 += q3[d] * x;
+        }
+        float* s = S + i * lds + k0;
+        simd::store(s, a0);
+        simd::store(s + lds, a1);
+        simd::store(s + 2 * lds, a2);
+        simd::store(s + 3 * lds, a3);
+      }
+    }
+    for (; i < nq; ++i) {
+      const float* q0 = q + i * ldq;
+      for (int64_t c = 0; c < w; c += 16) {
+        vf a0 = {}, x;
+        for (int64_t d = 0; d < D; ++d) {
+          simd::load(x, panel + d * w + c);
+          a0 += q0[d] * x;
+        }
+        simd::store(S + i * lds + k0 + c, a0);
+      }
+    }
   }
+}
+
+// Row i of S (length n, room for n rounded up to 16): scale, biases and the causal mask applied in place, then
+// replaced by exp(s - max); returns 1 / sum (0 when every key is masked: the row of P is then all zero).
+PIXELLLM_SIMD_CLONES float softmax_row(const AttentionArgs& a, int64_t h, int64_t qi, int64_t n, float* s) {
+  const float scale = a.scale;
+  for (int64_t j = 0; j < n; ++j) s[j] *= scale;
+  if (a.bias.data) {
+    const float* br = a.bias.data + h * a.bias.head_stride + qi * a.bias.ld;
+    for (int64_t j = 0; j < n; ++j) s[j] += br[j];
+  }
+  if (a.bias.rel_h) {
+    const int64_t kh = a.bias.k_h, kw = a.bias.k_w;
+    const float* rh = a.bias.rel_h + (h * a.q_len + qi) * kh;
+    const float* rw = a.bias.rel_w + (h * a.q_len + qi) * kw;
+    for (int64_t y = 0; y < kh; ++y) {
+      float* sr = s + y * kw;
+      const float hy = rh[y];
+      for (int64_t x = 0; x < kw; ++x) sr[x] += hy + rw[x];
+    }
+  }
+  int64_t end = n;
+  if (a.causal) end = std::clamp<int64_t>(qi + a.causal_offset + 1, 0, n);
+  const int64_t n16 = round_up(n, 16);
+  for (int64_t j = end; j < n16; ++j) s[j] = kNegInf;
+  vf m, x;
+  simd::splat(m, kNegInf);
+  for (int64_t j = 0; j < n16; j += 16) {
+    simd::load(x, s + j);
+    simd::select(m, x > m, x, m);
+  }
+  const float mx = simd::hmax(m);
+  if (mx == kNegInf) {
+    for (int64_t j = 0; j < n16; ++j) s[j] = 0.f;
+    return 0.f;
+  }
+  vf sum = {};
+  for (int64_t j = 0; j < n16; j += 16) {
+    simd::load(x, s + j);
+    x -= mx;
+    simd::exp(x);
+    sum += x;
+    simd::store(s + j, x);
+  }
+  return 1.0f / simd::hsum(sum);
+}
+
+// out[i][:] = inv[i] * sum_j P[i][j] V_j for rows [0, nq), keys [0, nk). Four rows x 32 (then 16) output
+// columns per pass; columns past the last multiple of 16 take a scalar loop.
+PIXELLLM_SIMD_CLONES void pv_rows(const float* P, int64_t ldp, int64_t nq, const float* v, int64_t ldv, int64_t nk,
+                                  int64_t D, const float* inv, float* out, int64_t ldo) {
   int64_t i = 0;
   for (; i + 4 <= nq; i += 4) {
-    const float *p0 = P + i * kAttnKeyBlock, *p1 = p0 + kAttnKeyBlock, *p2 = p1 + kAttnKeyBlock,
-                *p3 = p2 + kAttnKeyBlock;
-    for (int64_t d = 0; d < D; d += 8) {
-      v8f a0 = load8(acc + i * D + d), a1 = load8(acc + (i + 1) * D + d), a2 = load8(acc + (i + 2) * D + d),
-          a3 = load8(acc + (i + 3) * D + d);
+    const float *p0 = P + i * ldp, *p1 = p0 + ldp, *p2 = p1 + ldp, *p3 = p2 + ldp;
+    float *o0 = out + i * ldo, *o1 = o0 + ldo, *o2 = o1 + ldo, *o3 = o2 + ldo;
+    int64_t d = 0;
+    for (; d + 32 <= D; d += 32) {
+      vf a0 = {}, b0 = {}, a1 = {}, b1 = {}, a2 = {}, b2 = {}, a3 = {}, b3 = {}, x, y;
       for (int64_t j = 0; j < nk; ++j) {
-        const v8f vv = load8(v + j * ldv + d);
+        simd::load(x, v + j * ldv + d);
+        simd::load(y, v + j * ldv + d + 16);
+        a0 += p0[j] * x; b0 += p0[j] * y;
+        a1 += p1[j] * x; b1 += p1[j] * y;
+        a2 += p2[j] * x; b2 += p2[j] * y;
+        a3 += p3[j] * x; b3 += p3[j] * y;
+      }
+      a0 *= inv[i]; b0 *= inv[i]; a1 *= inv[i + 1]; b1 *= inv[i + 1];
+      a2 *= inv[i + 2]; b2 *= inv[i + 2]; a3 *= inv[i + 3]; b3 *= inv[i + 3];
+      simd::store(o0 + d, a0); simd::store(o0 + d + 16, b0);
+      simd::store(o1 + d, a1); simd::store(o1 + d + 16, b1);
+      simd::store(o2 + d, a2); simd::store(o2 + d + 16, b2);
+      simd::store(o3 + d, a3); simd::store(o3 + d + 16, b3);
+    }
+    for (; d + 16 <= D; d += 16) {
+      vf a0 = {}, a1 = {}, a2 = {}, a3 = {}, x;
+      for (int64_t j = 0; j < nk; ++j) {
+        simd::load(x, v + j * ldv + d);
+        a0 += p0[j] * x;
+        a1 += p1[j] * x;
+        a2 += p2[j] * x;
+        a3 += p3[j] * x;
+      }
+      a0 *= inv[i]; a1 *= inv[i + 1]; a2 *= inv[i + 2]; a3 *= inv[i + 3];
+      simd::store(o0 + d, a0);
+      simd::store(o1 + d, a1);
+      simd::store(o2 + d, a2);
+      simd::store(o3 + d, a3);
+    }
+    for (; d < D; ++d) {
+      float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+      for (int64_t j = 0; j < nk; ++j) {
+        const float vv = v[j * ldv + d];
         a0 += p0[j] * vv;
         a1 += p1[j] * vv;
         a2 += p2[j] * vv;
         a3 += p3[j] * vv;
       }
-      store8(acc + i * D + d, a0);
-      store8(acc + (i + 1) * D + d, a1);
-      store8(acc + (i + 2) * D + d, a2);
-      store8(acc + (i + 3) * D + d, a3);
+      o0[d] = a0 * inv[i]; o1[d] = a1 * inv[i + 1]; o2[d] = a2 * inv[i + 2]; o3[d] = a3 * inv[i + 3];
     }
   }
   for (; i < nq; ++i) {
-    const float* p0 = P + i * kAttnKeyBlock;
-    for (int64_t d = 0; d < D; d += 8) {
-      v8f a0 = load8(acc + i * D + d);
-      for (int64_t j = 0; j < nk; ++j) a0 += p0[j] * load8(v + j * ldv + d);
-      store8(acc + i * D + d, a0);
+    const float* p0 = P + i * ldp;
+    float* o0 = out + i * ldo;
+    int64_t d = 0;
+    for (; d + 16 <= D; d += 16) {
+      vf a0 = {}, x;
+      for (int64_t j = 0; j < nk; ++j) {
+        simd::load(x, v + j * ldv + d);
+        a0 += p0[j] * x;
+      }
+      a0 *= inv[i];
+      simd::store(o0 + d, a0);
+    }
+    for (; d < D; ++d) {
+      float a0 = 0.f;
+      for (int64_t j = 0; j < nk; ++j) a0 += p0[j] * v[j * ldv + d];
+      o0[d] = a0 * inv[i];
     }
   }
 }
 
-void attend_block(const AttentionArgs& a, int64_t h, int64_t q0, int64_t q1, Scratch& sc) {
-  const int64_t D = a.head_dim;
-  const int64_t nq = q1 - q0;
-  float* kt = sc.kt.data();
-  float* S = sc.s.data();
-  float* acc = sc.acc.data();
-  float* m = sc.m.data();
-  float* l = sc.l.data();
-  const float* qrows[kAttnQueryBlock];
-  for (int64_t i = 0; i < nq; ++i) qrows[i] = a.q + (q0 + i) * a.ldq + h * D;
-  std::fill(acc, acc + nq * D, 0.f);
-  std::fill(m, m + nq, kNegInf);
-  std::fill(l, l + nq, 0.f);
-
-  int64_t kv_end = a.kv_len;
-  if (a.causal) kv_end = std::min(kv_end, std::max<int64_t>(0, q1 + a.causal_offset));
-  const float* bias_h = a.bias.data ? a.bias.data + h * a.bias.head_stride : nullptr;
-  const float* rel_h = a.bias.rel_h ? a.bias.rel_h + h * a.q_len * a.bias.k_h : nullptr;
-  const float* rel_w = a.bias.rel_w ? a.bias.rel_w + h * a.q_len * a.bias.k_w : nullptr;
-
-  for (int64_t k0 = 0; k0 < kv_end; k0 += kAttnKeyBlock) {
-    const int64_t nk = std::min(kAttnKeyBlock, kv_end - k0);
-    const int64_t nk_pad = (nk + 7) / 8 * 8;
-    // K block transposed to (D, kAttnKeyBlock), zero-padded to a multiple of 8 keys.
-    for (int64_t j = 0; j < nk; ++j) {
-      const float* kr = a.k + (k0 + j) * a.ldk + h * D;
-      for (int64_t d = 0; d < D; ++d) kt[d * kAttnKeyBlock + j] = kr[d];
+// One task: head h, queries [q0, q1). kt / vp: the packed K^T and V of head h, or null (scores by dot products
+// from the K rows, V read in place).
+void attend_block(const AttentionArgs& a, int64_t h, int64_t q0, int64_t q1, const float* kt, const float* vp,
+                  float* S, int64_t lds, float* inv) {
+  const int64_t D = a.head_dim, nq = q1 - q0;
+  int64_t nk = a.kv_len;  // keys any row of the block can see
+  if (a.causal) nk = std::clamp<int64_t>(q1 - 1 + a.causal_offset + 1, 0, a.kv_len);
+  const float* q = a.q + q0 * a.ldq + h * D;
+  if (nk > 0) {
+    if (kt) {
+      scores_packed(q, a.ldq, nq, kt, lds, nk, D, S, lds);
+    } else {
+      for (int64_t i = 0; i < nq; ++i)
+        for (int64_t j = 0; j < nk; ++j) S[i * lds + j] = vec::dot(q + i * a.ldq, a.k + j * a.ldk + h * D, D);
     }
-    for (int64_t j = nk; j < nk_pad; ++j)
-      for (int64_t d = 0; d < D; ++d) kt[d * kAttnKeyBlock + j] = 0.f;
-    scores_tile(qrows, nq, kt, D, nk_pad, S);
-    for (int64_t i = 0; i < nq; ++i) {
-      const int64_t qi = q0 + i;
-      float* srow = S + i * kAttnKeyBlock;
-      for (int64_t j = 0; j < nk; ++j) srow[j] *= a.scale;
-      if (bias_h) {
-        const float* br = bias_h + qi * a.bias.ld + k0;
-        for (int64_t j = 0; j < nk; ++j) srow[j] += br[j];
-      }
-      if (rel_h) {
-        const float* rh = rel_h + qi * a.bias.k_h;
-        const float* rw = rel_w + qi * a.bias.k_w;
-        for (int64_t j = 0; j < nk; ++j) {
-          const int64_t key = k0 + j;
-          srow[j] += rh[key / a.bias.k_w] + rw[key % a.bias.k_w];
-        }
-      }
-      if (a.causal) {
-        const int64_t last = qi + a.causal_offset;  // keys > last are masked
-        for (int64_t j = std::max<int64_t>(0, last + 1 - k0); j < nk; ++j) srow[j] = kNegInf;
-      }
-      // Online softmax: rescale what is accumulated so far to the new running max.
-      float bmax = kNegInf;
-      for (int64_t j = 0; j < nk; ++j) bmax = std::max(bmax, srow[j]);
-      const float m_new = std::max(m[i], bmax);
-      if (m_new == kNegInf) {  // everything so far is masked: contributes nothing
-        for (int64_t j = 0; j < nk; ++j) srow[j] = 0.f;
-        continue;
-      }
-      const float corr = std::exp(m[i] - m_new);  // exp(-inf) = 0 on the first unmasked block
-      float psum = 0.f;
-      for (int64_t j = 0; j < nk; ++j) {
-        const float p = std::exp(srow[j] - m_new);
-        srow[j] = p;
-        psum += p;
-      }
-      l[i] = l[i] * corr + psum;
-      m[i] = m_new;
-      if (corr != 1.f) {
-        float* ar = acc + i * D;
-        for (int64_t d = 0; d < D; ++d) ar[d] *= corr;
-      }
-    }
-    pv_tile(S, nq, nk, a.v + k0 * a.ldv + h * D, a.ldv, D, acc);
   }
-  for (int64_t i = 0; i < nq; ++i) {
-    float* orow = a.out + (q0 + i) * a.ldo + h * D;
-    const float inv = l[i] > 0.f ? 1.0f / l[i] : 0.f;
-    const float* ar = acc + i * D;
-    for (int64_t d = 0; d < D; ++d) orow[d] = ar[d] * inv;
-  }
+  for (int64_t i = 0; i < nq; ++i) inv[i] = softmax_row(a, h, q0 + i, nk, S + i * lds);
+  const float* v = vp ? vp : a.v + h * D;
+  pv_rows(S, lds, nq, v, vp ? D : a.ldv, nk, D, inv, a.out + q0 * a.ldo + h * D, a.ldo);
 }
 
 }  // namespace
@@ -221,14 +268,29 @@ void attend_block(const AttentionArgs& a, int64_t h, int64_t q0, int64_t q1, Scr
 void attention(const AttentionArgs& a, core::ThreadPool* pool) {
   check_args(a);
   if (a.q_len == 0) return;
-  const int64_t qblocks = (a.q_len + kAttnQueryBlock - 1) / kAttnQueryBlock;
+  const int64_t D = a.head_dim;
+  const int64_t kv_pad = round_up(std::max<int64_t>(a.kv_len, 1), 16);
+  const bool pack = a.q_len >= kPackMinQueries;
+  thread_local core::AlignedVector<float> kt_buf, vp_buf;  // the caller's thread: reused across calls
+  if (pack) {
+    kt_buf.resize(static_cast<size_t>(a.heads * D * kv_pad));
+    vp_buf.resize(static_cast<size_t>(a.heads * D * kv_pad));
+    pack_kv(a, kv_pad, kt_buf.data(), vp_buf.data(), pool);
+  }
+  const float* kt = pack ? kt_buf.data() : nullptr;
+  const float* vp = pack ? vp_buf.data() : nullptr;
+  int64_t qblock = std::clamp<int64_t>(kScoreFloats / kv_pad / 4 * 4, 4, 32);
+  qblock = std::min(qblock, a.q_len);
+  const int64_t qblocks = (a.q_len + qblock - 1) / qblock;
   core::parallel_for(pool, a.heads * qblocks, 1, [&](int64_t t0, int64_t t1) {
-    thread_local Scratch scratch;
-    scratch.ensure(a.head_dim);
+    thread_local core::AlignedVector<float> s_buf, inv_buf;
+    if (s_buf.size() < static_cast<size_t>(qblock * kv_pad)) s_buf.resize(static_cast<size_t>(qblock * kv_pad));
+    if (inv_buf.size() < static_cast<size_t>(qblock)) inv_buf.resize(static_cast<size_t>(qblock));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t h = t / qblocks;
-      const int64_t q0 = (t % qblocks) * kAttnQueryBlock;
-      attend_block(a, h, q0, std::min(a.q_len, q0 + kAttnQueryBlock), scratch);
+      const int64_t q0 = (t % qblocks) * qblock;
+      attend_block(a, h, q0, std::min(a.q_len, q0 + qblock), kt ? kt + h * D * kv_pad : nullptr,
+                   vp ? vp + h * kv_pad * D : nullptr, s_buf.data(), kv_pad, inv_buf.data());
     }
   });
 }

@@ -58,6 +58,11 @@ TEST(attention_matches_naive) {
       {1, 1, 1, 8, false, 0, 0},      {5, 9, 2, 16, false, 0, 1},    {70, 70, 3, 24, false, 0, 0},
       {70, 70, 2, 32, true, 0, 1},    {1, 131, 4, 64, true, 130, 3}, {33, 200, 2, 64, true, 167, 2},
       {100, 37, 2, 12, false, 0, 2},  {65, 129, 1, 40, false, 0, 3}, {64, 64, 12, 64, false, 0, 0},
+      // SAM window (head dim 80: 32 + 32 + 16 columns), EVA02 length (23 key panels), a head dim with a scalar
+      // tail and a negative causal offset (the first rows see no key: zero rows), the unpacked few-query path
+      // with a per-head bias, a 16-key last panel.
+      {196, 196, 2, 80, false, 0, 0}, {730, 730, 1, 64, false, 0, 0}, {40, 40, 2, 20, true, -5, 1},
+      {3, 300, 2, 48, false, 0, 2},   {7, 208, 3, 32, false, 0, 3},
   };
   for (const Case& c : cases) {
     const int64_t w = c.heads * c.dim;
