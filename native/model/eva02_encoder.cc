@@ -173,10 +173,14 @@ void Eva02Encoder::forward(const float* image, float* out, core::ThreadPool* poo
     cpu::linear(xn.data(), T, D, B.w12_w.data(), B.w12_b.data(), 2 * Hm, big.data());
     const float* h12 = big.data();
     float* g = gated.data();
+    // SwiGLU and the FFN LayerNorm in one pass per row (the row is still in cache for the norm).
     core::parallel_for(pool, T, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) cpu::silu_mul(h12 + r * 2 * Hm, h12 + r * 2 * Hm + Hm, g + r * Hm, Hm);
+      for (int64_t r = r0; r < r1; ++r) {
+        float* gr = g + r * Hm;
+        cpu::silu_mul(h12 + r * 2 * Hm, h12 + r * 2 * Hm + Hm, gr, Hm);
+        cpu::layer_norm(gr, 1, Hm, B.ffn_ln_w.data(), B.ffn_ln_b.data(), cfg_.ffn_layer_norm_eps, gr);
+      }
     });
-    cpu::layer_norm(g, T, Hm, B.ffn_ln_w.data(), B.ffn_ln_b.data(), cfg_.ffn_layer_norm_eps, g, pool);
     cpu::linear(g, T, Hm, B.w3_w.data(), B.w3_b.data(), D, x.data(), /*accumulate=*/true);
   }
 
