@@ -71,6 +71,11 @@ void CpuDecoderSession::prefill(const float* visual, int rows, const int32_t* co
   const int32_t* ctx = model_context(context, n_context);
   rows_ = 0;
   {
+    struct Prefilling {  // steps of other sessions wait for this prefix (step_batcher.h: prefills go first)
+      explicit Prefilling(StepBatcher& b) : b(b) { b.begin_prefill(); }
+      ~Prefilling() { b.end_prefill(); }
+      StepBatcher& b;
+    } prefilling(*batcher_);
     std::lock_guard<std::mutex> lock(compute_);
     d_.prefill(*state_, visual, n_visual_, ctx, n_context, rows);
   }

@@ -11,6 +11,17 @@ StepBatcher::StepBatcher(const model::TextDecoder& decoder, const model::PointHe
                          int max_rows)
     : d_(decoder), ph_(points), compute_(compute), max_rows_(std::max(1, max_rows)) {}
 
+void StepBatcher::begin_prefill() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++prefills_;
+}
+
+void StepBatcher::end_prefill() {
+  std::lock_guard<std::mutex> lock(mu_);
+  --prefills_;
+  cv_.notify_all();
+}
+
 void StepBatcher::forget(const model::TextDecoderState* state) {
   std::lock_guard<std::mutex> lock(mu_);
   last_.erase(std::remove(last_.begin(), last_.end(), state), last_.end());
@@ -46,7 +57,11 @@ void StepBatcher::run(const Job& job) {
       cv_.wait(lock);
       continue;
     }
-    // Leader. Let the last batch's other members re-queue first (bounded; no wait for a lone request).
+    // Leader. Let prefills in progress finish and the last batch's other members re-queue first (both bounded;
+    // no wait for a lone request).
+    const auto prefill_deadline = std::chrono::steady_clock::now() + kPrefillWait;
+    while (!busy_ && prefills_ > 0 && std::chrono::steady_clock::now() < prefill_deadline)
+      cv_.wait_until(lock, prefill_deadline);
     const auto deadline = last_end_ + kRegroup;
     while (!busy_ && !regrouped() && std::chrono::steady_clock::now() < deadline) cv_.wait_until(lock, deadline);
     if (busy_ || self.done) continue;

@@ -12,6 +12,10 @@
 // unbatched ones bit for bit. Only when the previous batch had other members still decoding does a leader wait
 // for them to come back (they re-queue within their per-token post-processing), at most kRegroup; this keeps the
 // requests in one batch instead of letting them drift into alternating groups.
+// Prefills go first: while another session is encoding its prefix (begin_prefill .. end_prefill, it waits for
+// the compute lock too), a leader holds its batch back (at most kPrefillWait) so that the newcomer steps in the
+// same batches from its first token on, instead of one batch behind forever and leaving a tail of small batches
+// at the end. A lone request never waits (no other prefill).
 // Each job keeps its own state (KV caches, position), point-head image size and output buffers; an exception in
 // a batch is rethrown to every member of that batch. Per-request checks (positions, token ids) belong to the
 // caller, before run(), so one request's bad input cannot fail the others.
@@ -54,6 +58,9 @@ class StepBatcher {
   // Runs the job's step (alone or in a batch) and returns when its outputs are written; rethrows the batch's
   // exception. Thread-safe; one job per state at a time.
   void run(const Job& job);
+  // A session is encoding its prefix (TextDecoder::prefill): leaders wait for it (see above).
+  void begin_prefill();
+  void end_prefill();
   // A state that stops decoding (its session is destroyed): leaders stop waiting for it.
   void forget(const model::TextDecoderState* state);
 
@@ -64,6 +71,7 @@ class StepBatcher {
   Stats stats() const;
 
   static constexpr std::chrono::microseconds kRegroup{2000};
+  static constexpr std::chrono::milliseconds kPrefillWait{500};
 
  private:
   struct Entry {
@@ -83,6 +91,7 @@ class StepBatcher {
   std::condition_variable cv_;
   std::deque<Entry*> queue_;
   bool busy_ = false;
+  int prefills_ = 0;  // sessions between begin_prefill and end_prefill
   std::vector<const model::TextDecoderState*> last_;  // members of the last batch
   std::chrono::steady_clock::time_point last_end_{};
   Stats stats_;
