@@ -6,15 +6,19 @@
  *   pixelllm segment  <image> --box x0,y0,x1,y1
  *   pixelllm dense    <image>
  *   pixelllm eval     --seed S --count N   (accuracy on freshly generated scenes, through the native runtime)
+ *   pixelllm build-engines DIR [--fp16]    (TensorRT plans of a model directory, built ahead of the first load)
+ *   pixelllm build-engines --check DIR [--gpu NAME --sm X.Y --trt-version V]   (are the recorded plans usable?)
  * Common: --model DIR (default: the demo model), --backend auto|cpu|tensorrt, --threads N, --json, --render OUT.png
  * Output: human text by default (caption/describe stream their words as they are generated, then a summary);
  * --json: machine-readable (caption/describe: one JSON line per token, then one line with the result).
- * A progress bar goes to stderr, only when it is a TTY (dense, eval). docs/cli.md documents every command.
+ * A progress bar goes to stderr, only when it is a TTY (dense, eval, build-engines). docs/cli.md documents every command.
  */
 import { writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { InvalidArgumentError, PixelLLMError } from './errors';
+import { assertEnginesUsable, buildEngines, formatBuild, formatPlanCheck, inspectEngines } from './engines';
+import type { PlanIdentity } from './engines';
 import { evaluate, formatEval } from './eval';
 import type { Mask } from './masks';
 import { PixelLLM } from './model';
@@ -23,7 +27,7 @@ import { captionItems, denseItems, referItems, render, segmentItems } from './re
 import type { RenderItems } from './render';
 import type { Backend, Box, CaptionResult, TokenEvent } from './types';
 
-export const COMMANDS = ['caption', 'describe', 'refer', 'segment', 'dense', 'eval'] as const;
+export const COMMANDS = ['caption', 'describe', 'refer', 'segment', 'dense', 'eval', 'build-engines'] as const;
 export type Command = (typeof COMMANDS)[number];
 
 export interface CliArgs {
@@ -42,10 +46,17 @@ export interface CliArgs {
   /** eval only. */
   seed?: number;
   count?: number;
+  /** build-engines only: the model directory, fp16 graphs required, check instead of build, check target. */
+  dir?: string;
+  fp16?: boolean;
+  check?: boolean;
+  target?: PlanIdentity;
 }
 
 export const USAGE = `usage: pixelllm <caption|describe|refer|segment|dense> <image> [expression] [options]
        pixelllm eval --seed S --count N [--model DIR] [--json]
+       pixelllm build-engines DIR [--fp16] [--json]
+       pixelllm build-engines --check DIR [--gpu NAME --sm X.Y --trt-version V] [--json]
   --model DIR        model directory (default: the shipped demo model)
   --backend NAME     auto | cpu | tensorrt (default auto)
   --threads N        CPU threads (default: all cores)
@@ -54,6 +65,10 @@ export const USAGE = `usage: pixelllm <caption|describe|refer|segment|dense> <im
   --prompt TEXT      caption/describe: task prompt (e.g. 'a long image caption:')
   --seed S           eval: scene seed (default 0)
   --count N          eval: number of scenes (default 20)
+  --fp16             build-engines: require and build the fp16 ONNX exports
+  --check            build-engines: only check the recorded plans (exit 1, ENGINE_MISMATCH, when one is stale)
+  --gpu/--sm/--trt-version   build-engines --check: the GPU name, compute capability and TensorRT version to
+                     check against (default: the running ones)
   --json             print the result as JSON (caption/describe: one line per token, then the result)
   --render OUT.png   draw the result onto the image (words at their points, boxes, masks)`;
 
@@ -81,6 +96,11 @@ export function parseCli(argv: string[]): CliArgs {
         prompt: { type: 'string' },
         seed: { type: 'string' },
         count: { type: 'string' },
+        fp16: { type: 'boolean', default: false },
+        check: { type: 'boolean', default: false },
+        gpu: { type: 'string' },
+        sm: { type: 'string' },
+        'trt-version': { type: 'string' },
       },
     });
   } catch (err) {
@@ -90,6 +110,9 @@ export function parseCli(argv: string[]): CliArgs {
   const [command, image, ...rest] = positionals;
   if (!(COMMANDS as readonly string[]).includes(command)) throw new InvalidArgumentError(`unknown command ${command ?? '(none)'}`);
   const cmd = command as Command;
+  const engineFlags = values.fp16 || values.check || values.gpu !== undefined || values.sm !== undefined || values['trt-version'] !== undefined;
+  if (cmd !== 'build-engines' && engineFlags) throw new InvalidArgumentError('--fp16, --check, --gpu, --sm and --trt-version are for build-engines');
+  if (cmd === 'build-engines') return parseBuildEngines(values, image, rest);
   if (cmd !== 'eval' && !image) throw new InvalidArgumentError(`${cmd} needs an image`);
   const backend = values.backend as Backend;
   if (!['auto', 'cpu', 'tensorrt'].includes(backend)) throw new InvalidArgumentError(`--backend must be auto, cpu or tensorrt`);
@@ -110,6 +133,53 @@ export function parseCli(argv: string[]): CliArgs {
     args.count = parseCount('--count', values.count ?? '20', 1);
   }
   return args;
+}
+
+function parseBuildEngines(values: Record<string, string | boolean | undefined>, dir: string | undefined, rest: string[]): CliArgs {
+  if (!dir) throw new InvalidArgumentError('build-engines needs a model directory');
+  if (rest.length) throw new InvalidArgumentError(`unexpected arguments: ${rest.join(' ')}`);
+  for (const k of ['model', 'box', 'render', 'prompt', 'seed', 'count']) {
+    if (values[k] !== undefined) throw new InvalidArgumentError(`--${k} is not an option of build-engines (the directory is its argument)`);
+  }
+  const { gpu, sm } = values as { gpu?: string; sm?: string };
+  const trt = values['trt-version'] as string | undefined;
+  const given = [gpu, sm, trt].filter((v) => v !== undefined).length;
+  if (given !== 0 && given !== 3) throw new InvalidArgumentError('give all of --gpu, --sm and --trt-version, or none of them');
+  if (given && !values.check) throw new InvalidArgumentError('--gpu, --sm and --trt-version are for build-engines --check');
+  if (values.check && values.fp16) throw new InvalidArgumentError('--fp16 is for building, not --check');
+  if (sm !== undefined && !/^\d+\.\d+$/.test(sm)) throw new InvalidArgumentError(`--sm must look like 9.0, got ${sm}`);
+  if (trt !== undefined && !/^\d+\.\d+\.\d+$/.test(trt)) throw new InvalidArgumentError(`--trt-version must look like 10.16.1, got ${trt}`);
+  const args: CliArgs = { command: 'build-engines', dir, backend: 'tensorrt', threads: 0, json: Boolean(values.json), mask: false, fp16: Boolean(values.fp16), check: Boolean(values.check) };
+  if (given) args.target = { gpu: gpu!, computeCapability: sm!, tensorrtVersion: trt! };
+  return args;
+}
+
+async function runBuildEngines(args: CliArgs): Promise<void> {
+  const dir = args.dir!;
+  if (args.check) {
+    const report = await inspectEngines(dir, { target: args.target });
+    print(args.json, report, formatPlanCheck(report));
+    assertEnginesUsable(dir, report);
+    return;
+  }
+  let bar = progressBar(1, 'engines');
+  try {
+    const result = await buildEngines(dir, {
+      fp16: args.fp16,
+      onProgress: (e) => {
+        if (e.index === 0 && !e.done) {
+          bar.done();
+          bar = progressBar(e.total, 'engines');
+        }
+        if (e.done) bar.tick(1, e.group);
+        else bar.tick(0, `${e.group}...`);
+      },
+    });
+    bar.done();
+    print(args.json, result, formatBuild(result));
+  } finally {
+    bar.done();
+  }
 }
 
 function parseCount(name: string, text: string, min: number): number {
@@ -155,6 +225,7 @@ async function runEval(args: CliArgs): Promise<void> {
 
 async function run(args: CliArgs): Promise<void> {
   if (args.command === 'eval') return runEval(args);
+  if (args.command === 'build-engines') return runBuildEngines(args);
   const model = await PixelLLM.load(args.model, { backend: args.backend, threads: args.threads });
   try {
     const image = await model.encode(args.image!);

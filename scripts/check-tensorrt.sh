@@ -2,9 +2,11 @@
 # Compile-checks the TensorRT backend without TensorRT libraries or a GPU:
 #   scripts/check-tensorrt.sh HEADERS_DIR [CUDA_HOME]
 # HEADERS_DIR holds NvInfer.h / NvOnnxParser.h (e.g. the include/ of an NVIDIA/TensorRT checkout; never commit it).
-# Every .cc under native/runtime/tensorrt is compiled with g++ -std=c++17 -Wall -Wextra -Werror (TensorRT and CUDA
-# headers as -isystem, PIXELLLM_HAVE_TENSORRT=1), every .cu with nvcc (-Werror all-warnings, host -Wall -Wextra
-# -Werror, sm_80 + sm_90), and runtime/backend.h once without PIXELLLM_HAVE_TENSORRT (the CPU-only build).
+# Every .cc under native/runtime/tensorrt and native/runtime (select, plan_manifest, build_engines, sha256, ...: the
+# CPU-library files that change with PIXELLLM_HAVE_TENSORRT) is compiled with g++ -std=c++17 -Wall -Wextra -Werror
+# (TensorRT and CUDA headers as -isystem, PIXELLLM_HAVE_TENSORRT=1), every .cu with nvcc (-Werror all-warnings, host
+# -Wall -Wextra -Werror, sm_80 + sm_90), and runtime/backend.h once without PIXELLLM_HAVE_TENSORRT (the CPU-only
+# build).
 # Objects go to a temporary directory; nothing is linked (there is no libnvinfer here).
 set -euo pipefail
 if [[ $# -lt 1 || ! -f "$1/NvInfer.h" ]]; then
@@ -24,9 +26,9 @@ echo "TensorRT headers: $HDR (version $version); CUDA: $CUDA_HOME ($("$NVCC" --v
 CXXFLAGS=(-std=c++17 -Wall -Wextra -Werror -I"$ROOT/native" -isystem "$HDR" -isystem "$CUDA_HOME/include"
           -DPIXELLLM_HAVE_TENSORRT=1)
 n=0
-for f in "$SRC"/*.cc; do
-  echo "+ $CXX ${CXXFLAGS[*]} -c $(basename "$f")"
-  "$CXX" "${CXXFLAGS[@]}" -c "$f" -o "$OUT/$(basename "$f").o"
+for f in "$SRC"/*.cc "$ROOT"/native/runtime/*.cc; do
+  echo "+ $CXX ${CXXFLAGS[*]} -c ${f#"$ROOT/native/"}"
+  "$CXX" "${CXXFLAGS[@]}" -c "$f" -o "$OUT/$(basename "$(dirname "$f")")_$(basename "$f").o"
   n=$((n + 1))
 done
 for f in "$SRC"/*.cu; do
@@ -40,4 +42,4 @@ printf '#include "runtime/backend.h"\nint main() { return pixelllm::runtime::pro
   > "$OUT/cpu_only.cc"
 echo "+ $CXX -std=c++17 -Wall -Wextra -Werror -c backend.h (without PIXELLLM_HAVE_TENSORRT)"
 "$CXX" -std=c++17 -Wall -Wextra -Werror -I"$ROOT/native" -c "$OUT/cpu_only.cc" -o "$OUT/cpu_only.o"
-echo "OK: $n TensorRT sources + the CPU-only backend.h compiled cleanly against TensorRT $version"
+echo "OK: $n TensorRT-enabled sources + the CPU-only backend.h compiled cleanly against TensorRT $version"

@@ -1,8 +1,10 @@
 // Module init: the only N-API entry point. Exports
-//   { contractVersion, napiVersion, errorCodes: string[], Model, Features, CancelToken }
+//   { contractVersion, napiVersion, errorCodes: string[], Model, Features, CancelToken, buildEngines,
+//     inspectEngines (addon/engines.h) }
 #include "addon/addon.h"
 
 #include "addon/cancel.h"
+#include "addon/engines.h"
 #include "addon/errors.h"
 #include "addon/features.h"
 #include "addon/model.h"
@@ -26,6 +28,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Model", model);
   exports.Set("Features", features);
   exports.Set("CancelToken", cancel);
+  exports.Set("buildEngines", Napi::Function::New(env, BuildEngines, "buildEngines"));
+  exports.Set("inspectEngines", Napi::Function::New(env, InspectEngines, "inspectEngines"));
   return exports;
 }
 

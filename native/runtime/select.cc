@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/plan_manifest.h"
 
 namespace pixelllm::runtime {
 
@@ -32,12 +33,8 @@ SelectedBackend create_backend(const BackendRequest& request, const core::Json& 
   SelectedBackend out;
   const std::string which = resolve_backend(request.backend, request.dir);
   if (which == "tensorrt") {
-    TensorRtOptions options;  // decoder profiles sized by the model's caption length
-    const core::JsonReader top(config, "config.json");
-    const int max_len = static_cast<int>(top.get_int("max_caption_length", 2, 4096));
-    options.decoder.max_text = max_len;
-    options.decoder.max_context = max_len;
-    out.backend = create_tensorrt_backend(request.dir, options);
+    // decoder profiles sized by the model's caption length (the same options `pixelllm build-engines` uses)
+    out.backend = create_tensorrt_backend(request.dir, tensorrt_options_for(config));
     return out;
   }
   const std::string weights = (std::filesystem::path(request.dir) / "model.safetensors").string();

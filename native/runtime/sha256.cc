@@ -1,4 +1,4 @@
-#include "runtime/tensorrt/sha256.h"
+#include "runtime/sha256.h"
 
 #include <array>
 #include <cstdio>
@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 
-namespace pixelllm::runtime::trt {
+namespace pixelllm::runtime {
 namespace {
 
 constexpr std::array<uint32_t, 64> kK = {
@@ -112,4 +112,4 @@ std::string sha256_file(const std::string& path) {
   return s.hex();
 }
 
-}  // namespace pixelllm::runtime::trt
+}  // namespace pixelllm::runtime

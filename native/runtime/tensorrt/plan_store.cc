@@ -1,31 +1,20 @@
 #include "runtime/tensorrt/plan_store.h"
 
-#include <cstdio>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 
 #include <NvInferRuntime.h>
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "runtime/tensorrt/sha256.h"
+#include "runtime/sha256.h"
 
 namespace pixelllm::runtime::trt {
 
 using core::ErrorCode;
-using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-constexpr const char* kFormat = "pixelllm-tensorrt-plans";
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return {};
-  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
 
 void write_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
@@ -39,32 +28,14 @@ void write_atomic(const std::string& path, const std::string& bytes) {
   if (ec) core::fail(ErrorCode::EngineMismatch, "tensorrt: cannot write " + path + ": " + ec.message());
 }
 
-Json read_manifest(const std::string& path) {
-  const std::string text = read_all(path);
-  if (text.empty()) return Json::object();
-  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  return j.is_object() ? j : Json::object();
-}
-
-std::string str(const Json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
 
-std::string sanitize_name(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '-' || c == '_';
-    out += ok ? c : '_';
-  }
-  return out.empty() ? "gpu" : out;
-}
-
-RuntimeIdentity runtime_identity(const DeviceInfo& device) {
-  RuntimeIdentity id;
+PlanIdentity runtime_identity(const DeviceInfo& device) {
+  PlanIdentity id;
   id.gpu_name = device.name;
   id.compute_capability = std::to_string(device.major) + "." + std::to_string(device.minor);
   const int v = getInferLibVersion();   // major * 10000 + minor * 100 + patch
@@ -72,71 +43,80 @@ RuntimeIdentity runtime_identity(const DeviceInfo& device) {
   return id;
 }
 
-PlanStore::PlanStore(const std::string& model_dir, RuntimeIdentity identity) : id_(std::move(identity)) {
-  dir_ = model_dir + "/trt/" + sanitize_name(id_.gpu_name) + "-" + id_.tensorrt_version;
+PlanStore::PlanStore(const std::string& model_dir, PlanIdentity identity) : id_(std::move(identity)) {
+  dir_ = model_dir + "/trt/" + plan_dir_name(id_);
 }
 
 std::string PlanStore::load_or_build(const std::string& group, const std::string& onnx_path,
                                      const std::string& config_hash, const std::function<std::string()>& build,
-                                     std::string* why) {
+                                     PlanOutcome* outcome) {
   std::lock_guard<std::mutex> lock(mu_);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string onnx_name = fs::path(onnx_path).filename().string();
+  const std::string key = plan_key(onnx_name);
   const std::string manifest_path = dir_ + "/manifest.json";
-  const std::string plan_path = dir_ + "/" + group + ".plan";
+  const std::string plan_path = dir_ + "/" + key + ".plan";
   const std::string onnx_hash = sha256_file(onnx_path);
-  Json manifest = read_manifest(manifest_path);
-  std::string reason;
-  if (str(manifest, "format") != kFormat) {
-    reason = "no manifest";
-  } else if (str(manifest, "tensorrt_version") != id_.tensorrt_version) {
-    reason = "built with TensorRT " + str(manifest, "tensorrt_version") + ", running " + id_.tensorrt_version;
-  } else if (str(manifest, "compute_capability") != id_.compute_capability || str(manifest, "gpu") != id_.gpu_name) {
-    reason = "built for " + str(manifest, "gpu") + " (sm " + str(manifest, "compute_capability") + ")";
-  } else {
-    const Json plans = manifest.value("plans", Json::object());
-    const Json entry = plans.is_object() && plans.contains(group) ? plans[group] : Json::object();
-    if (!entry.is_object() || entry.empty()) {
-      reason = "no plan for " + group;
-    } else if (str(entry, "onnx_sha256") != onnx_hash) {
-      reason = group + ".onnx changed";
-    } else if (str(entry, "config_sha256") != config_hash) {
-      reason = "build configuration changed";
-    } else {
-      const std::string bytes = read_all(plan_path);
-      if (bytes.empty()) reason = group + ".plan missing";
-      else if (sha256_hex(bytes) != str(entry, "plan_sha256")) reason = group + ".plan does not match its manifest";
-      else return bytes;
+  PlanOutcome out;
+  out.key = key;
+  out.group = group;
+  out.precision = plan_precision(key);
+
+  PlanManifest manifest;
+  std::string error;
+  const bool have_manifest = read_plan_manifest(manifest_path, &manifest, &error);
+  std::string bytes;
+  if (have_manifest) {
+    auto it = manifest.plans.find(key);
+    const PlanVerdict v = decide_plan(manifest.identity, it == manifest.plans.end() ? nullptr : &it->second, id_,
+                                      onnx_hash, config_hash, plan_path, &bytes);
+    if (v.reusable) {
+      out.seconds = seconds_since(t0);
+      out.plan_bytes = bytes.size();
+      if (outcome) *outcome = out;
+      return bytes;
     }
+    out.reason = v.reason;
+  } else {
+    out.reason = error;
   }
-  if (why) *why = reason;
+  // Another identity's plans in this folder (a renamed folder, a copied manifest) are all stale.
+  if (!have_manifest || !identity_mismatch(manifest.identity, id_).empty()) manifest = PlanManifest();
+  manifest.identity = id_;
+
   std::error_code ec;
   fs::create_directories(dir_, ec);
-  if (ec) core::fail(ErrorCode::EngineMismatch, "tensorrt: plan for " + group + " must be rebuilt (" + reason +
-                                                    ") but " + dir_ + " cannot be created: " + ec.message());
-  const std::string bytes = build();
+  if (ec) core::fail(ErrorCode::EngineMismatch, "tensorrt: plan " + key + " must be rebuilt (" + out.reason + ") but " +
+                                                    dir_ + " cannot be created: " + ec.message());
+  bytes = build();
+  if (bytes.empty() || bytes.size() > kMaxPlanBytes)
+    core::fail(ErrorCode::EngineMismatch, "tensorrt: the build of " + key + " returned " + std::to_string(bytes.size()) +
+                                              " bytes");
   write_atomic(plan_path, bytes);
-  manifest["format"] = kFormat;
-  manifest["version"] = 1;
-  if (str(manifest, "tensorrt_version") != id_.tensorrt_version || str(manifest, "gpu") != id_.gpu_name ||
-      str(manifest, "compute_capability") != id_.compute_capability)
-    manifest["plans"] = Json::object();   // other plans of another identity are stale too
-  manifest["tensorrt_version"] = id_.tensorrt_version;
-  manifest["compute_capability"] = id_.compute_capability;
-  manifest["gpu"] = id_.gpu_name;
-  if (!manifest.contains("plans") || !manifest["plans"].is_object()) manifest["plans"] = Json::object();
-  manifest["plans"][group] = {{"file", group + ".plan"}, {"onnx_sha256", onnx_hash},
-                              {"config_sha256", config_hash}, {"plan_sha256", sha256_hex(bytes)}};
-  write_atomic(manifest_path, manifest.dump(1) + "\n");
+  PlanRecord& r = manifest.plans[key];
+  r.group = group;
+  r.precision = out.precision;
+  r.onnx = onnx_name;
+  r.onnx_sha256 = onnx_hash;
+  r.config_sha256 = config_hash;
+  r.plan_sha256 = sha256_hex(bytes);
+  r.plan_bytes = bytes.size();
+  r.build_seconds = seconds_since(t0);
+  write_atomic(manifest_path, serialize_plan_manifest(manifest));
+  out.built = true;
+  out.seconds = r.build_seconds;
+  out.plan_bytes = r.plan_bytes;
+  if (outcome) *outcome = out;
   return bytes;
 }
 
-void PlanStore::invalidate(const std::string& group) {
+void PlanStore::invalidate(const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string manifest_path = dir_ + "/manifest.json";
-  Json manifest = read_manifest(manifest_path);
-  if (manifest.contains("plans") && manifest["plans"].is_object() && manifest["plans"].contains(group)) {
-    manifest["plans"].erase(group);
-    write_atomic(manifest_path, manifest.dump(1) + "\n");
-  }
+  PlanManifest manifest;
+  std::string error;
+  if (!read_plan_manifest(manifest_path, &manifest, &error)) return;
+  if (manifest.plans.erase(key) > 0) write_atomic(manifest_path, serialize_plan_manifest(manifest));
 }
 
 }  // namespace pixelllm::runtime::trt

@@ -1,42 +1,47 @@
-// Serialized plans of one model directory: model_dir/trt/<gpu-name>-<tensorrt-version>/<group>.plan + manifest.json
-// (TensorRT version, compute capability, GPU name, and per plan the SHA-256 of its ONNX, of its build
-// configuration and of the plan file). A plan is loaded only when every recorded fact equals the running GPU,
-// TensorRT library and files; otherwise it is rebuilt (never loaded blindly) and the manifest rewritten.
+// Serialized plans of one model directory: model_dir/trt/<gpu-name>-<tensorrt-version>/<key>.plan + manifest.json
+// (format and decision rules: runtime/plan_manifest.h, TensorRT-independent and unit-tested). A plan is loaded only
+// when every recorded fact equals the running GPU, TensorRT library and files; otherwise it is rebuilt (never
+// loaded blindly) and the manifest rewritten.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
 
+#include "runtime/plan_manifest.h"
 #include "runtime/tensorrt/cuda_util.h"
 
 namespace pixelllm::runtime::trt {
 
-struct RuntimeIdentity {
-  std::string gpu_name;
-  std::string compute_capability;   // "9.0"
-  std::string tensorrt_version;     // of the loaded library, "10.16.1"
-};
+// The running GPU and the loaded TensorRT library ("10.16.1" from getInferLibVersion()).
+PlanIdentity runtime_identity(const DeviceInfo& device);
 
-RuntimeIdentity runtime_identity(const DeviceInfo& device);
-std::string sanitize_name(const std::string& s);   // [A-Za-z0-9._-], other characters -> '_'
+// What load_or_build did for one plan (the rows of `pixelllm build-engines`).
+struct PlanOutcome {
+  std::string key, group, precision;
+  bool built = false;        // false = reused from disk
+  std::string reason;        // why it was (re)built
+  double seconds = 0;        // build or load time
+  uint64_t plan_bytes = 0;
+};
 
 class PlanStore {
  public:
-  PlanStore(const std::string& model_dir, RuntimeIdentity identity);
+  PlanStore(const std::string& model_dir, PlanIdentity identity);
   const std::string& dir() const noexcept { return dir_; }
   std::string timing_cache_path() const { return dir_ + "/timing.cache"; }
 
-  // The plan bytes of `group`: loaded when its manifest entry matches (ONNX hash, config hash, plan hash and the
-  // runtime identity), else built with `build` and recorded. `why` (optional) receives the rebuild reason.
+  // The plan bytes for onnx_path (key = its file stem): loaded when plan_manifest's decide_plan says reusable,
+  // else built with `build` and recorded. `outcome` (optional) says which and why.
   std::string load_or_build(const std::string& group, const std::string& onnx_path, const std::string& config_hash,
-                            const std::function<std::string()>& build, std::string* why = nullptr);
+                            const std::function<std::string()>& build, PlanOutcome* outcome = nullptr);
   // Marks a plan TensorRT refused at deserialization as stale (the next load_or_build rebuilds it).
-  void invalidate(const std::string& group);
+  void invalidate(const std::string& key);
 
  private:
   std::string dir_;
-  RuntimeIdentity id_;
+  PlanIdentity id_;
   std::mutex mu_;
 };
 

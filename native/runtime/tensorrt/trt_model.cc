@@ -8,7 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "runtime/tensorrt/sha256.h"
+#include "runtime/plan_manifest.h"
+#include "runtime/sha256.h"
 
 namespace pixelllm::runtime::trt {
 
@@ -31,9 +32,8 @@ TrtModel::TrtModel(const std::string& model_dir, const TensorRtOptions& options,
 }
 
 std::string TrtModel::onnx_path(const std::string& group) const {
-  const std::string fp16 = dir_ + "/onnx/" + group + ".fp16.onnx";
-  if (options_.prefer_fp16 && std::filesystem::exists(fp16)) return fp16;
-  return dir_ + "/onnx/" + group + ".onnx";
+  const std::string name = plan_onnx_file(dir_, group, options_.prefer_fp16);
+  return dir_ + "/onnx/" + (name.empty() ? group + ".onnx" : name);
 }
 
 bool TrtModel::has_onnx(const std::string& group) const { return std::filesystem::exists(onnx_path(group)); }
@@ -73,7 +73,7 @@ DimRange TrtModel::profile(const std::string& group, const std::string& input,
   return r;
 }
 
-std::shared_ptr<Engine> TrtModel::engine(const std::string& group) {
+std::shared_ptr<Engine> TrtModel::engine(const std::string& group, PlanOutcome* outcome) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = engines_.find(group);
   if (it != engines_.end()) return it->second;
@@ -81,14 +81,8 @@ std::shared_ptr<Engine> TrtModel::engine(const std::string& group) {
   if (!std::filesystem::exists(onnx))
     core::fail(ErrorCode::ModelNotFound, "tensorrt: " + onnx + " not found (python -m pixelllm_ref.export_onnx " + dir_ +
                                              " " + dir_ + "/onnx)");
-  const DecoderLimits& l = options_.decoder;
-  const std::string build_cfg = config_text_ + "\n" + group + " " + onnx + " opt=" +
-                                std::to_string(options_.optimization_level) + " ws=" +
-                                std::to_string(options_.workspace_bytes) + " batch=" + std::to_string(options_.max_batch) +
-                                " prompts=" + std::to_string(options_.max_prompts) + " rows=" +
-                                std::to_string(l.max_rows) + " ctx=" + std::to_string(l.max_context) + " text=" +
-                                std::to_string(l.max_text);
-  const std::string config_hash = sha256_hex(build_cfg);
+  const std::string config_hash =
+      plan_config_hash(config_text_, group, std::filesystem::path(onnx).filename().string(), options_);
   BuildOptions bo;
   bo.optimization_level = options_.optimization_level;
   bo.workspace_bytes = options_.workspace_bytes;
@@ -99,15 +93,19 @@ std::shared_ptr<Engine> TrtModel::engine(const std::string& group) {
     });
   };
   std::shared_ptr<Engine> e;
-  const std::string bytes = store_.load_or_build(group, onnx, config_hash, build);
+  PlanOutcome done;
+  const std::string bytes = store_.load_or_build(group, onnx, config_hash, build, &done);
   try {
     e = Engine::deserialize(bytes, group);
   } catch (const core::Error& err) {
-    if (err.code() != ErrorCode::EngineMismatch) throw;
-    store_.invalidate(group);   // the manifest matched but TensorRT refused it: rebuild once, never load blindly
-    e = Engine::deserialize(store_.load_or_build(group, onnx, config_hash, build), group);
+    if (err.code() != ErrorCode::EngineMismatch || done.built) throw;
+    store_.invalidate(done.key);   // the manifest matched but TensorRT refused it: rebuild once, never load blindly
+    e = Engine::deserialize(store_.load_or_build(group, onnx, config_hash, build, &done), group);
+    done.reason = "TensorRT refused the stored plan: " + std::string(err.what());
   }
   engines_[group] = e;
+  outcomes_.push_back(done);
+  if (outcome) *outcome = done;
   return e;
 }
 

@@ -21,7 +21,14 @@ class TrtModel {
   TrtModel(const std::string& model_dir, const TensorRtOptions& options, const DeviceInfo& device);
 
   // The engine of `group` (decoder_step, ...): its plan loaded or built; a plan TensorRT refuses is rebuilt once.
-  std::shared_ptr<Engine> engine(const std::string& group);
+  // `outcome` (optional) says whether the plan was built or reused (the first call per group; later calls return
+  // the cached engine and leave it untouched).
+  std::shared_ptr<Engine> engine(const std::string& group, PlanOutcome* outcome = nullptr);
+  // Every plan loaded or built so far, in order.
+  std::vector<PlanOutcome> outcomes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return outcomes_;
+  }
   bool has_onnx(const std::string& group) const;
   const TensorRtOptions& options() const noexcept { return options_; }
   bool t5() const noexcept { return t5_; }
@@ -42,8 +49,9 @@ class TrtModel {
   int visual_tokens_ = 32;
   int32_t eos_id_ = 0;
   PlanStore store_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Engine>> engines_;
+  std::vector<PlanOutcome> outcomes_;
 };
 
 struct HostTensor {
