@@ -336,7 +336,8 @@ TensorRtOptions tensorrt_options_for(const Json& config, bool prefer_fp16) {
   const core::JsonReader top(config, "config.json");
   const int max_len = static_cast<int>(top.get_int("max_caption_length", 2, 4096));
   options.decoder.max_text = max_len;
-  options.decoder.max_context = max_len;
+  // the mask path pads a context to max_context_length (pipeline/tasks.cc), default max_caption_length
+  options.decoder.max_context = static_cast<int>(top.get_int("max_context_length", 1, 4096, max_len));
   options.prefer_fp16 = prefer_fp16;
   return options;
 }

@@ -94,7 +94,7 @@ std::string plan_config_hash(const std::string& config_text, const std::string& 
                              const TensorRtOptions& options);
 
 // The TensorRT options a model directory is loaded / built with: defaults, decoder limits from config.json's
-// max_caption_length (runtime/select.cc uses the same), prefer_fp16 as given.
+// max_caption_length / max_context_length (runtime/select.cc uses the same), prefer_fp16 as given.
 // MODEL_FORMAT / LIMIT_EXCEEDED for a bad max_caption_length.
 TensorRtOptions tensorrt_options_for(const core::Json& config, bool prefer_fp16 = true);
 

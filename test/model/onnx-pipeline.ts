@@ -9,7 +9,7 @@
  * cleaned token row re-run through decoder_prefill for the hidden states and the per-token corners, the box from
  * the valid tokens' points, and mask_decoder on that box.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type * as OrtNs from 'onnxruntime-node';
 
@@ -180,6 +180,22 @@ export class OnnxPipeline {
     });
   }
 
+  /** T5 only: the official full pass (pixelllm_ref.export_onnx T5ForwardGraph); same I/O as the prefill's heads. */
+  private forward(visual: Tensor, contextIn: number[], text: number[], hw: number[]) {
+    const file = path.join(this.dir, `decoder_forward${this.suffix}.onnx`);
+    if (!existsSync(file)) throw new Error(`${file} is missing: re-export with scripts/export-test-onnx.sh`);
+    // As the native mask path (pipeline/tasks.cc decode_mask) and the official data pipeline: a context is 0-padded
+    // to the official row length (max_context_length, default max_caption_length); T5's rows after the EOS attend
+    // uniformly over every encoder key, the padding included. No context = one 0 token.
+    const { max_caption_length: maxLen, max_context_length: maxCtx } = this.cfg as Config & { max_context_length?: number };
+    const context = contextIn.length ? contextIn.slice() : [0];
+    if (contextIn.length) while (context.length < (maxCtx ?? maxLen)) context.push(0);
+    return this.run('decoder_forward', {
+      visual_tokens: visual, context_tokens: this.i64(context, [1, context.length]),
+      text_tokens: this.i64(text, [1, text.length]), image_hw: this.f32(Float32Array.from(hw), [1, 2]),
+    });
+  }
+
   /** Official greedy_decode over decoder_prefill + decoder_step with a cache of fixed capacity. */
   async greedy(visual: Tensor, context: number[], hw: number[]): Promise<{ row: number[]; gaps: number[] }> {
     const { bos_token_id: bos, eos_token_id: eos, max_caption_length: maxLen } = this.cfg;
@@ -250,7 +266,9 @@ export class OnnxPipeline {
     const end = row.indexOf(eos);
     if (end >= 0) row.fill(0, end + 1);   // clean_after_eos
     const words = row.slice(1, end < 0 ? row.length : end);
-    const out = await this.prefill(visual, context, row, hw);
+    // The official teacher-forced pass over the cleaned row: GIT's is its prefill; T5's is `decoder_forward`, whose
+    // rows from the EOS on attend uniformly (the prefill runs them with step semantics) and the mask adapter reads them.
+    const out = this.t5 ? await this.forward(visual, context, row, hw) : await this.prefill(visual, context, row, hw);
     const [L, V] = [out.logits.dims[1] as number, out.logits.dims[2] as number];
     const K = out.corners.dims[2] as number;
     const lg = out.logits.data as Float32Array;

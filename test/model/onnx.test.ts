@@ -143,24 +143,14 @@ describe('onnxruntime-node on the exported graphs vs the native runtime (build/o
             assert.ok(cr <= TOL, `corners rel L2 ${cr}`);
             assert.ok(sc <= TOL, `score ${score} vs ${nat.score}`);
             assert.ok(bx <= BOX_TOL_PX, `box off by ${bx} px`);
-            // T5's mask IoU is checked (strictly) in its own pending case below: a known exporter gap.
-            if (!ort.t5) assert.ok(iou <= TOL * Math.abs(nat.maskScore as number) + 1e-6, `IoU ${m.iou} vs ${nat.maskScore}`);
+            // T5: the mask text states come from the official full pass (decoder_forward), as in the native runtime
+            assert.ok(iou <= TOL * Math.abs(nat.maskScore as number) + 1e-6, `IoU ${m.iou} vs ${nat.maskScore}`);
           } else {
             assert.ok(cr <= FP16_CORNERS, `fp16 corners rel L2 ${cr}`);
             assert.ok(bx <= 0.01 * ort.cfg.image_size, `fp16 box off by ${bx} px`);
             assert.ok(iou <= 5e-2, `fp16 IoU ${m.iou} vs ${nat.maskScore}`);
           }
         });
-
-        if (!fp16 && c.name.startsWith('t5')) {
-          // Known gap, not hidden behind a loose bound: the T5 `decoder_prefill` graph computes the pad positions after
-          // EOS with step semantics, while the official mask path (and the native CpuTextDecoder::forward) runs the
-          // official full pass there; the mask adapter reads all L rows, so the ORT IoU differs (measured 0.18607 vs
-          // 0.18729 on t5_s1_h300). Fix: export a `decoder_forward` graph for the mask text states; then delete this skip.
-          it('referring mask IoU within 1e-4 (T5: pending until the exporter has the official full-pass graph)', function () {
-            this.skip();
-          });
-        }
 
         if (c.name === 'fixture') {
           it('proposal_head: heatmap and box regressions vs the reference tensors the native fixture test uses', async () => {

@@ -5,7 +5,7 @@
 Graphs (inputs -> outputs; N = rows, B = images, P = prompts; every float tensor is float32 at the graph boundary,
 integer tensors are int64):
   image_encoder    images (B,S,S,3) 0..255, padding_mask (B,S,S) 1 = valid
-                   -> features (B,G,G,C_eva+256) fused NHWC, sam_features (B,g,g,256) NHWC
+                   -> features (B,G,G,C_eva+Cs) fused NHWC, sam_features (B,g,g,Cs) NHWC
   prompt_adapter   features (B,G,G,C), boxes (B,P,4) x0,y0,x1,y1 px of the padded image -> visual_tokens (B,P,T,Dv)
   decoder_prefill  visual_tokens (N,T,Dv), context_tokens (N,Lc), text_tokens (N,Lt), image_hw (N,2) valid (h,w)
                    -> logits (N,Lt,V), hidden (N,Lt,D), corners (N,Lt,K,2) px, point_logits (N,Lt,K,C+1),
@@ -16,8 +16,13 @@ integer tensors are int64):
                    past_key.i/past_value.i (N,H,C,Dh) [T5: encoder_key_bias (N,Ls), cross_key.i/cross_value.i]
                    -> logits (N,V), hidden (N,D), corners (N,K,2), point_logits (N,K,C+1),
                       present_key.i/present_value.i (N,H,1,Dh) = the K/V row of this token (the runtime appends it).
-  mask_decoder     sam_features (B,g,g,256), boxes (B,P,4), visual_tokens (B,P,T,Dv), text_hidden (B,P,L,D)
-                   -> mask_logits (B,P,4g,4g), iou (B,P)
+  decoder_forward  (T5 only) visual_tokens, context_tokens, text_tokens, image_hw as decoder_prefill
+                   -> logits (N,Lt,V), hidden (N,Lt,D), corners (N,Lt,K,2), point_logits (N,Lt,K,C+1): the official
+                   teacher-forced pass `t5.T5.forward` with its masks on EVERY position (the rows from the EOS on
+                   attend uniformly there, unlike the step semantics of decoder_prefill); the mask text states.
+                   GIT needs none: its forward equals decoder_prefill.
+  mask_decoder     sam_features (B,g,g,Cs), boxes (B,P,4), visual_tokens (B,P,T,Dv), text_hidden (B,P,L,D)
+                   -> mask_logits (B,P,4g,4g), iou (B,P); Cs = the SAM neck width (256 in SAM ViT-B)
   proposal_head    features (B,G,G,C) -> heatmap (B,G,G) logits, box_regs (B,G,G,4) l,t,r,b in stride units
                    (only for a model with a proposal_head section; scores, boxes and NMS stay on the host:
                    proposal_head.postprocess)
@@ -55,11 +60,13 @@ from .t5 import MASK_BIAS, relative_position_bucket
 OPSET = 17
 GROUPS = ("image_encoder", "prompt_adapter", "decoder_prefill", "decoder_step", "mask_decoder")
 OPTIONAL_GROUPS = ("proposal_head",)   # exported when the model has the component
+T5_GROUPS = ("decoder_forward",)       # exported for a T5 text decoder
 
 
 def model_groups(cfg: dict) -> tuple[str, ...]:
-    """The groups a model has: GROUPS + the optional ones whose component is in the config."""
-    return GROUPS + tuple(g for g in OPTIONAL_GROUPS if g in cfg)
+    """The groups a model has: GROUPS + the optional ones whose component is in the config (+ T5_GROUPS for T5)."""
+    t5 = T5_GROUPS if cfg["text_decoder"] == "t5" else ()
+    return GROUPS + t5 + tuple(g for g in OPTIONAL_GROUPS if g in cfg)
 
 
 # ---- loading ---------------------------------------------------------------------------------------------------
@@ -206,6 +213,24 @@ def _mask_bias(mask):
     return torch.where(mask, 0.0, MASK_BIAS)
 
 
+def _t5_encode(t5, relpos, visual, context):
+    """t5.T5.encode with the context always present ("no context" = one 0 token, masked): (N,S,D), valid (N,S)."""
+    x = torch.cat([visual, t5.shared(context)], dim=1)
+    valid = torch.cat([torch.ones_like(visual[:, :, 0], dtype=torch.bool), context > 0], dim=1)
+    s = torch.arange(x.shape[1], device=x.device)
+    enc_table = t5.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+    rel = relpos.bias(enc_table, s[None, :] - s[:, None], True).permute(2, 0, 1)
+    bias = _mask_bias(valid[:, None, :, None] & valid[:, None, None, :]) + rel[None]
+    for blk in t5.encoder.block:
+        sa = blk.layer[0]
+        hh = sa.layer_norm(x)
+        x = x + t5._attend(sa.SelfAttention, hh, t5._heads(sa.SelfAttention.k(hh)),
+                           t5._heads(sa.SelfAttention.v(hh)), bias)
+        ff = blk.layer[1]
+        x = x + t5._mlp(ff, ff.layer_norm(x))
+    return t5.encoder.final_layer_norm(x), valid
+
+
 class T5PrefillGraph(nn.Module):
     """T5.prefill (encoder + cross K/V) followed by the decoder over the given text tokens (step semantics)."""
 
@@ -216,22 +241,9 @@ class T5PrefillGraph(nn.Module):
 
     def forward(self, visual, context, tokens, image_hw):
         t5 = self.t5
-        x = torch.cat([visual, t5.shared(context)], dim=1)
-        valid = torch.cat([torch.ones_like(visual[:, :, 0], dtype=torch.bool), context > 0], dim=1)
-        s = torch.arange(x.shape[1], device=x.device)
-        enc_table = t5.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
-        rel = self.relpos.bias(enc_table, s[None, :] - s[:, None], True).permute(2, 0, 1)
-        bias = _mask_bias(valid[:, None, :, None] & valid[:, None, None, :]) + rel[None]
-        for blk in t5.encoder.block:
-            sa = blk.layer[0]
-            hh = sa.layer_norm(x)
-            x = x + t5._attend(sa.SelfAttention, hh, t5._heads(sa.SelfAttention.k(hh)),
-                               t5._heads(sa.SelfAttention.v(hh)), bias)
-            ff = blk.layer[1]
-            x = x + t5._mlp(ff, ff.layer_norm(x))
-        enc = t5.encoder.final_layer_norm(x)
+        enc, valid = _t5_encode(t5, self.relpos, visual, context)
         enc_bias = _mask_bias(valid)
-        n = torch.arange(tokens.shape[1], device=x.device)
+        n = torch.arange(tokens.shape[1], device=tokens.device)
         next_nz = torch.cat([tokens[:, 1:] != 0, torch.ones_like(tokens[:, :1], dtype=torch.bool)], dim=1)
         allowed = (n[None, :] <= n[:, None])[None] & ((n[None, :] == n[:, None])[None] | next_nz[:, None, :])
         dec_table = t5.decoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
@@ -251,6 +263,39 @@ class T5PrefillGraph(nn.Module):
         corners, plogits = _points(self.head, hidden, image_hw)
         key_bias = _mask_bias(next_nz)
         return (t5.lm_head(hidden), hidden, corners, plogits, key_bias, *selfkv, enc_bias, *cross)
+
+
+class T5ForwardGraph(nn.Module):
+    """t5.T5.forward, the official teacher-forced pass (PixelLLM prepare_text_features): decoder target validity
+    tv[j] = token[j+1] > 0 masks queries and keys of the self-attention and the queries of the cross-attention on
+    every position, so the rows from the EOS on attend uniformly (decoder_prefill runs them with step semantics).
+    The mask adapter reads all rows: this is the graph of the mask text states."""
+
+    def __init__(self, mods, cfg):
+        super().__init__()
+        self.t5, self.head = mods["t5"], mods["point_head"]
+        self.relpos = _T5Relpos(cfg["t5"])
+
+    def forward(self, visual, context, tokens, image_hw):
+        t5 = self.t5
+        enc, enc_valid = _t5_encode(t5, self.relpos, visual, context)
+        n = torch.arange(tokens.shape[1], device=tokens.device)
+        tv = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], dim=1) > 0
+        causal = n[None, :] <= n[:, None]
+        dec_table = t5.decoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+        self_bias = _mask_bias(causal[None, None] & tv[:, None, :, None] & tv[:, None, None, :]) + \
+            self.relpos.bias(dec_table, n[None, :] - n[:, None], False).permute(2, 0, 1)[None]
+        enc_bias = _mask_bias(tv[:, None, :, None] & enc_valid[:, None, None, :])
+        y = t5.shared(tokens)
+        for blk in t5.decoder.block:
+            sa, ca = blk.layer[0].SelfAttention, blk.layer[1].EncDecAttention
+            hh = blk.layer[0].layer_norm(y)
+            sk, sv = t5._heads(sa.k(hh)), t5._heads(sa.v(hh))
+            ek, ev = t5._heads(ca.k(enc)), t5._heads(ca.v(enc))
+            y = t5._decoder_block(blk, y, sk, sv, self_bias, ek, ev, enc_bias)
+        hidden = t5.decoder.final_layer_norm(y)
+        corners, plogits = _points(self.head, hidden, image_hw)
+        return t5.lm_head(hidden), hidden, corners, plogits
 
 
 class T5StepGraph(nn.Module):
@@ -504,6 +549,12 @@ def _text_sizes(cfg: dict) -> dict:
             "visual_dim": c["d_model"]}
 
 
+def sam_channels(cfg: dict) -> int:
+    """Width of the SAM feature map the mask decoder reads (the SAM neck's output channels; 256 in SAM ViT-B)."""
+    fs = cfg["feature_fusion"]
+    return fs["input_channels"][fs["feature_keys"].index("sam_image_encoder")]
+
+
 def example_inputs(group: str, cfg: dict, *, n: int = 2, prompts: int = 2, context: int = 3, text: int = 4,
                    past: int = 40, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random inputs of the right shapes/types for `group` (used for tracing and for the checks)."""
@@ -535,12 +586,13 @@ def example_inputs(group: str, cfg: dict, *, n: int = 2, prompts: int = 2, conte
         return {"features": torch.randn(n, grid, grid, ch, generator=g)}
     if group == "mask_decoder":
         dt = cfg["git_decoder"]["hidden_size"] if cfg["text_decoder"] == "git_decoder" else cfg["t5"]["d_model"]
-        return {"sam_features": torch.randn(n, sam_grid, sam_grid, 256, generator=g), "boxes": boxes(n, prompts),
+        return {"sam_features": torch.randn(n, sam_grid, sam_grid, sam_channels(cfg), generator=g),
+                "boxes": boxes(n, prompts),
                 "visual_tokens": torch.randn(n, prompts, tokens_per_prompt, ts["visual_dim"], generator=g),
                 "text_hidden": torch.randn(n, prompts, text, dt, generator=g)}
     ctx = ids(n, context)
     ctx[0, -1] = 0   # a padded context token
-    if group == "decoder_prefill":
+    if group in ("decoder_prefill", "decoder_forward"):
         return {"visual_tokens": torch.randn(n, tokens_per_prompt, ts["visual_dim"], generator=g),
                 "context_tokens": ctx, "text_tokens": ids(n, text), "image_hw": image_hw}
     if group == "decoder_step":
@@ -599,6 +651,14 @@ def graph_spec(group: str, cfg: dict, mods: dict) -> tuple[nn.Module, list[str],
             dyn.update({n: {0: "rows", 2: "encoder"} for n in _kv_names("cross", layers)})
         mod = T5PrefillGraph(mods, cfg) if t5 else GitPrefillGraph(mods)
         return mod, ins, outs, dyn
+    if group == "decoder_forward":
+        if not t5:
+            raise ValueError("decoder_forward is exported for T5 only (GIT's forward equals decoder_prefill)")
+        ins = ["visual_tokens", "context_tokens", "text_tokens", "image_hw"]
+        dyn = {"visual_tokens": {0: "rows"}, "context_tokens": {0: "rows", 1: "context"},
+               "text_tokens": {0: "rows", 1: "text"}, "image_hw": {0: "rows"}}
+        dyn.update({o: {0: "rows", 1: "text"} for o in heads_out})
+        return T5ForwardGraph(mods, cfg), ins, heads_out, dyn
     if group == "decoder_step":
         ins = ["tokens", "position", "image_hw", "past_key_bias"] + (["encoder_key_bias"] if t5 else []) + \
             _kv_names("past", layers) + (_kv_names("cross", layers) if t5 else [])
@@ -640,6 +700,8 @@ def export_all(cfg: dict, tensors: dict[str, np.ndarray], out_dir: str | Path, f
     missing = [g for g in groups if g in OPTIONAL_GROUPS and g not in cfg]
     if missing:
         raise ValueError(f"the model has no {missing} component(s) to export")
+    if cfg["text_decoder"] != "t5" and any(g in T5_GROUPS for g in groups):
+        raise ValueError(f"{T5_GROUPS} are exported for a T5 text decoder only")
     import hashlib
 
     import onnx
@@ -668,12 +730,13 @@ def main(argv=None) -> int:
     ap.add_argument("out_dir")
     ap.add_argument("--fp16", action="store_true", help="float16 weights/activations (LN, softmax kept float32)")
     ap.add_argument("--opset", type=int, default=OPSET)
-    ap.add_argument("--groups", default=None, help="comma-separated subset of " + ",".join(GROUPS + OPTIONAL_GROUPS)
+    ap.add_argument("--groups", default=None, help="comma-separated subset of "
+                    + ",".join(GROUPS + T5_GROUPS + OPTIONAL_GROUPS)
                     + " (default: every group the model has)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     groups = None if a.groups is None else [g for g in a.groups.split(",") if g]
-    unknown = [g for g in groups or () if g not in GROUPS + OPTIONAL_GROUPS]
+    unknown = [g for g in groups or () if g not in GROUPS + T5_GROUPS + OPTIONAL_GROUPS]
     if unknown:
         ap.error(f"unknown groups {unknown}")
     cfg, tensors = load_model_dir(a.model_dir)

@@ -218,6 +218,57 @@ def test_decoder_prefill_is_teacher_forcing(name):
     close(pre["corners"][:, :rows], g.outputs["tf_point_coords"][:, 0, :rows], GOLDEN_TOL, "golden corners")
 
 
+def test_t5_decoder_forward_is_the_official_pass():
+    """decoder_forward = t5.T5.forward (the official teacher-forced pass) on EVERY row, the rows from the EOS on
+    included (they attend uniformly), with and without context; those rows are where decoder_prefill differs."""
+    name = "t5_s0_h384"
+    g, cfg, _, mods = model(name)
+    dec, head = mods["t5"], mods["point_head"]
+    vis, ctx, tok, hw = _text_inputs(g, cfg)
+    assert E.model_groups(cfg)[:6] == E.GROUPS[:4] + ("mask_decoder", "decoder_forward")
+    assert "decoder_forward" not in E.model_groups(model("bert_s0_h384")[1])
+    eos = int((tok[0] == cfg["eos_token_id"]).nonzero()[0, 0])
+    assert eos + 2 < tok.shape[1], "the golden row must have rows after the EOS"
+    for context in (np.zeros((1, 1), np.int64), ctx.numpy()):
+        feeds = {"visual_tokens": vis, "context_tokens": context, "text_tokens": tok, "image_hw": hw}
+        fwd = run(name, "decoder_forward", feeds)
+        with torch.no_grad():
+            logits, hidden = dec(vis, torch.from_numpy(context), tok)
+            corners, _ = head(hidden, hw)
+        close(fwd["logits"], logits, what="logits vs forward (all rows)")
+        close(fwd["hidden"], hidden, what="hidden vs forward (all rows)")
+        close(fwd["corners"], corners, what="corners vs forward (all rows)")
+    pre = run(name, "decoder_prefill", feeds)
+    tail = rel_l2(pre["hidden"][:, eos:], fwd["hidden"][:, eos:])
+    assert tail > 1e-3, f"decoder_prefill matches the official pass after EOS too ({tail:.1e}): the test proves nothing"
+    # golden (official, no context): rows before EOS. After it the official rows attend uniformly over the
+    # encoder keys, whose count differs between "no context" (T keys) and the graphs' one masked 0 token (T + 1).
+    fwd = run(name, "decoder_forward", {"visual_tokens": vis, "context_tokens": np.zeros((1, 1), np.int64),
+                                        "text_tokens": tok, "image_hw": hw})
+    close(fwd["logits"][:, :eos], g.outputs["tf_text_logits"][:, :eos], GOLDEN_TOL, "golden logits")
+
+
+def test_mask_decoder_any_sam_width():
+    """The mask_decoder graph follows the model's SAM neck width (the committed fixture model's is 64, not 256)."""
+    cfg, tensors = E.load_model_dir(Path(__file__).resolve().parents[3] / "test" / "fixtures" / "reference" / "model")
+    assert E.sam_channels(cfg) == 64
+    mods = E.build_modules(cfg, tensors)
+    d = Path(tempfile.mkdtemp(prefix="pixelllm_onnx_"))
+    E.export_group("mask_decoder", cfg, mods, d / "mask_decoder.onnx")
+    module, ins, outs, _ = E.graph_spec("mask_decoder", cfg, mods)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(d / "mask_decoder.onnx"), so, providers=["CPUExecutionProvider"])
+    for n, prompts, text in ((1, 1, 3), (2, 3, 6)):   # dynamic batch / prompts / text length
+        feeds = E.example_inputs("mask_decoder", cfg, n=n, prompts=prompts, text=text, seed=n)
+        assert feeds["sam_features"].shape[-1] == 64
+        got = sess.run(None, {k: feeds[k].numpy() for k in ins})
+        with torch.no_grad():
+            want = module(*[feeds[k] for k in ins])
+        for o, gv, wv in zip(outs, got, want):
+            close(gv, wv, what=f"mask_decoder/{o}")
+
+
 def test_t5_relpos_lookup_is_exact():
     from pixelllm_ref.t5 import relative_position_bucket
 
@@ -232,7 +283,7 @@ def test_t5_relpos_lookup_is_exact():
 
 
 # ---- fp16 --------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("group", E.GROUPS)
+@pytest.mark.parametrize("group", E.GROUPS + E.T5_GROUPS)
 def test_fp16_graphs(group):
     name = "t5_s0_h384" if group.startswith("decoder") else "bert_s1_h300"
     _, cfg, _, mods = model(name)

@@ -69,18 +69,58 @@ class TrtMaskDecoder final : public MaskDecoderBackend {
   int64_t text_dim_ = 0;
 };
 
+class TrtProposalHead final : public ProposalHeadBackend {
+ public:
+  explicit TrtProposalHead(std::shared_ptr<Engine> e) : runner_(std::move(e)) {
+    dims_ = runner_.engine().tensor("features").dims;
+  }
+  void proposals(const float* features, int batch, float* heatmap, float* box_regs) override {
+    runner_.run({{"features", features, {batch, dims_[1], dims_[2], dims_[3]}}},
+                {{"heatmap", heatmap}, {"box_regs", box_regs}});
+  }
+
+ private:
+  GraphRunner runner_;
+  std::vector<int64_t> dims_;
+};
+
 class TrtTextDecoder final : public TextDecoderBackend {
  public:
   explicit TrtTextDecoder(std::shared_ptr<TrtModel> model) : model_(std::move(model)) {
-    model_->engine("decoder_prefill");   // build/load both plans now, not in the first request
+    model_->engine("decoder_prefill");   // build/load the plans now, not in the first request
     model_->engine("decoder_step");
+    // T5's official full pass (the mask text states) differs from the prefill from the EOS on: its own graph,
+    // required (MODEL_NOT_FOUND with the export command when the ONNX is missing).
+    if (model_->t5()) forward_ = std::make_unique<GraphRunner>(model_->engine("decoder_forward"));
   }
   std::unique_ptr<DecoderSession> new_session(const DecoderLimits& limits) const override {
     return new_trt_decoder_session(model_, limits);
   }
+  void forward(const float* visual, int rows, const int32_t* context, int n_context, const int32_t* text, int n_text,
+               const float* image_hw, const DecoderOutputs& out) const override {
+    if (!forward_) {   // GIT: the official pass is the prefill
+      TextDecoderBackend::forward(visual, rows, context, n_context, text, n_text, image_hw, out);
+      return;
+    }
+    const auto& vis = forward_->engine().tensor("visual_tokens").dims;
+    const std::vector<int32_t> no_context(static_cast<size_t>(rows), 0);   // "no context" = one 0 token
+    const int32_t* ctx = n_context > 0 ? context : no_context.data();
+    const int nc = n_context > 0 ? n_context : 1;
+    std::vector<HostOutput> outputs;
+    if (out.logits) outputs.push_back({"logits", out.logits});
+    if (out.hidden) outputs.push_back({"hidden", out.hidden});
+    if (out.corners) outputs.push_back({"corners", out.corners});
+    if (out.point_logits) outputs.push_back({"point_logits", out.point_logits});
+    forward_->run({{"visual_tokens", visual, {rows, vis[1], vis[2]}},
+                   {"context_tokens", ctx, {rows, nc}, true},
+                   {"text_tokens", text, {rows, n_text}, true},
+                   {"image_hw", image_hw, {rows, 2}}},
+                  outputs);
+  }
 
  private:
   std::shared_ptr<TrtModel> model_;
+  std::unique_ptr<GraphRunner> forward_;   // GraphRunner serialises concurrent callers itself
 };
 
 }  // namespace
@@ -126,7 +166,10 @@ std::unique_ptr<Backend> create_tensorrt_backend(const std::string& model_dir, c
   backend->text_decoder = std::make_unique<trt::TrtTextDecoder>(model);
   if (model->has_onnx("mask_decoder"))
     backend->mask_decoder = std::make_unique<trt::TrtMaskDecoder>(model->engine("mask_decoder"));
-  return backend;   // proposal_head: no ONNX export yet (the reference module has not landed)
+  // dense captioning: a model with a proposal head needs its graph (MODEL_NOT_FOUND with the export command)
+  if (model->has_component("proposal_head"))
+    backend->proposal_head = std::make_unique<trt::TrtProposalHead>(model->engine("proposal_head"));
+  return backend;
 }
 
 }  // namespace pixelllm::runtime

@@ -23,6 +23,8 @@ TrtModel::TrtModel(const std::string& model_dir, const TensorRtOptions& options,
   const nlohmann::json cfg = nlohmann::json::parse(config_text_, nullptr, false);
   if (!cfg.is_object()) core::fail(ErrorCode::ModelFormat, model_dir + "/config.json is not a JSON object");
   t5_ = cfg.value("text_decoder", std::string()) == "t5";
+  for (auto it = cfg.begin(); it != cfg.end(); ++it)
+    if (it->is_object()) components_.insert(it.key());
   eos_id_ = cfg.value("eos_token_id", 0);
   if (cfg.contains("prompt_adapter") && cfg["prompt_adapter"].is_object())
     visual_tokens_ = cfg["prompt_adapter"].value("num_outputs", 32);

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,8 @@ class TrtModel {
   bool has_onnx(const std::string& group) const;
   const TensorRtOptions& options() const noexcept { return options_; }
   bool t5() const noexcept { return t5_; }
+  // config.json has a section of that name (e.g. "proposal_head": the model does dense captioning).
+  bool has_component(const std::string& name) const { return components_.count(name) > 0; }
   int visual_tokens() const noexcept { return visual_tokens_; }
   int32_t eos_id() const noexcept { return eos_id_; }
 
@@ -46,6 +49,7 @@ class TrtModel {
   TensorRtOptions options_;
   std::string config_text_;
   bool t5_ = false;
+  std::set<std::string> components_;
   int visual_tokens_ = 32;
   int32_t eos_id_ = 0;
   PlanStore store_;
