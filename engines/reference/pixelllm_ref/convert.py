@@ -86,13 +86,39 @@ def convert(flat_params: dict[str, np.ndarray], official_cfg: dict) -> tuple[dic
     return cfg, tensors
 
 
-def write_model_dir(out_dir: str | Path, cfg: dict, tensors: dict[str, np.ndarray], tokenizer_json: str | None = None):
+MODEL_METADATA = {"format": "pt", "producer": "pixelllm_ref.convert"}
+
+
+def save_safetensors(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str] | None = None):
+    """safetensors.numpy.save_file with a byte-stable header: the same inputs always give the same bytes. The
+    writer keeps its metadata in a hash map, so a file with two or more metadata entries comes out in a different
+    order from run to run; the `__metadata__` entries are re-serialised here in sorted key order, in place (same
+    JSON form, same length, so the data offsets stand and the tensor data is not touched)."""
     from safetensors.numpy import save_file
 
+    save_file({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, str(path), metadata=metadata)
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        raw = f.read(n)
+        head = json.loads(raw.decode("utf-8"))  # dicts keep the file's order
+        if "__metadata__" not in head:
+            return
+        head["__metadata__"] = dict(sorted(head["__metadata__"].items()))
+        text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        orig = raw.rstrip(b" ")  # the writer pads the header with spaces to its alignment
+        if len(text) != len(orig) or sorted(text) != sorted(orig):
+            raise ConversionError(f"{path}: safetensors header does not re-serialise to the same JSON form")
+        f.seek(8)
+        f.write(text)
+
+
+def write_model_dir(out_dir: str | Path, cfg: dict, tensors: dict[str, np.ndarray], tokenizer_json: str | None = None,
+                    metadata: dict[str, str] | None = None):
+    """config.json + model.safetensors (+ tokenizer.json); byte-stable for the same inputs. `metadata` replaces the
+    default safetensors metadata (MODEL_METADATA)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
-    save_file({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, str(out / "model.safetensors"),
-              metadata={"format": "pt", "producer": "pixelllm_ref.convert"})
+    save_safetensors(tensors, out / "model.safetensors", MODEL_METADATA if metadata is None else metadata)
     if tokenizer_json is not None:
         (out / "tokenizer.json").write_text(tokenizer_json)

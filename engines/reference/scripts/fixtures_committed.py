@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixtures_proposal import dense_run  # noqa: E402
 from make_golden_models import postprocess_mask  # noqa: E402
-from pixelllm_ref import configs, data, decoding, preprocess, scenes, tokenizer, train  # noqa: E402
+from pixelllm_ref import configs, convert, data, decoding, preprocess, scenes, tokenizer, train  # noqa: E402
 from pixelllm_ref import proposal_head as ph  # noqa: E402
 from pixelllm_ref.scene_render import render  # noqa: E402
 
@@ -379,21 +379,14 @@ def robust_proposals(model, maps: dict, image_hw, kept: torch.Tensor) -> None:
 
 
 # ---- writing and checking --------------------------------------------------------------------------------------
-def write_model(out: Path, cfg: dict, tensors: dict[str, np.ndarray]) -> None:
-    """convert.write_model_dir's layout, byte-stable: safetensors writes its metadata map in a random order, so
-    the file carries one metadata entry only."""
-    from safetensors.numpy import save_file
+COMMITTED_MODEL_METADATA = {"format": "pt"}  # what the committed model.safetensors carries (kept: bytes stay put)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
-    (out / "tokenizer.json").write_text(tokenizer.build_tokenizer_json())
-    save_file({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
+
+def write_model(out: Path, cfg: dict, tensors: dict[str, np.ndarray]) -> None:
+    convert.write_model_dir(out, cfg, tensors, tokenizer.build_tokenizer_json(), metadata=COMMITTED_MODEL_METADATA)
 
 
 def write(out: Path) -> None:
-    from safetensors.numpy import save_file
-
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     cfg, tensors, model = build()
@@ -401,8 +394,8 @@ def write(out: Path) -> None:
     write_model(out / "model", cfg, tensors)
     (out / "image.rgb").write_bytes(np.ascontiguousarray(rgb).tobytes())
     arrays, exp = compute(cfg, model, rgb)
-    save_file(dict(sorted(arrays.items())), str(out / "tensors.safetensors"),
-              metadata={"producer": "engines/reference/scripts/fixtures_committed.py"})
+    convert.save_safetensors(arrays, out / "tensors.safetensors",
+                             metadata={"producer": "engines/reference/scripts/fixtures_committed.py"})
     (out / "expected.json").write_text(json.dumps(exp, indent=1) + "\n")
 
 
