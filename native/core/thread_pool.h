@@ -1,16 +1,24 @@
 // A fixed pool of worker threads with a blocking `parallel_for`.
 //
-// Sharing the cores with OpenBLAS (no oversubscription) -- the policy every caller follows:
-//  * One thread count N per Pipeline (LoadOptions.threads, 0 = default_thread_count(): the CPUs this process may
-//    run on, clamped to [1, 16]). The pool has N-1 workers; the thread calling parallel_for is the N-th.
-//  * cpu::blas_set_threads(N) gives OpenBLAS the same N (a process-wide setting).
-//  * GEMMs (cpu::linear / cpu::sgemm) are called only from the request thread, never from inside a parallel_for
-//    body; while OpenBLAS runs, the pool's workers sleep on a condition variable (they never spin), and while a
-//    parallel_for runs, no GEMM is in flight. So at any moment at most N threads compute.
-//  * Kernels that need small matrix products inside parallel work (attention) use their own loops, not BLAS.
-//  * Concurrent requests on one Pipeline serialise their compute on one mutex per pool (parallel_for itself
-//    serialises callers; the runtime holds the same lock around whole GEMM+kernel sequences of a component).
-//  * A parallel_for issued from inside a worker (nested) runs serially on that worker.
+// How the kernel pools and the GEMM pool share the cores -- the policy every caller follows:
+//  * One thread count N per loaded CPU backend (LoadOptions.threads, 0 = default_thread_count(): the CPUs this
+//    process may run on, clamped to [1, 16]). The backend's pool has N-1 workers; the thread calling parallel_for
+//    is the N-th. Kernels (attention, norms, activations, resize, ...) run their parallel work on it.
+//  * Matrix products never use OpenBLAS's own threads. cpu::blas_set_threads(N) (called by each CPU backend at
+//    load; a process-wide setting, the last backend loaded wins) sets OpenBLAS to one thread and gives the gemm
+//    module (native/cpu/gemm.cc) its own N-thread ThreadPool: a product above ~4 MFLOP is split into N slices,
+//    one single-threaded OpenBLAS call each, over that pool; smaller ones (a decode step's GEMVs) run inline on
+//    the calling thread. No OpenBLAS worker exists, so nothing busy-waits between products.
+//  * GEMMs (cpu::linear / cpu::sgemm) are called only from the request's thread, never from inside a
+//    parallel_for body (there the nested rule below would run the whole product on that one worker). A request's
+//    thread runs either a kernel parallel_for or a GEMM at a time and both pools' workers sleep on a condition
+//    variable between jobs (they never spin), so one request keeps at most N threads computing.
+//  * Concurrent requests on one backend serialise their compute on the backend's own mutex (runtime/cpu:
+//    Shared::compute, held around whole component forwards and decode steps); parallel_for also serialises its
+//    callers (compute_mutex()). Separately loaded models have separate backend pools and locks and can run at
+//    the same time (up to N threads each); the gemm pool serialises their products.
+//  * A parallel_for issued from a thread that is already doing pool work -- a worker of any pool, or a caller
+//    inside its own parallel_for -- runs serially on that thread.
 #pragma once
 
 #include <condition_variable>
