@@ -48,7 +48,10 @@ export class EncodedImage {
     featuresOf.set(this, features);
   }
 
-  /** Frees the features now (otherwise the garbage collector does); later use fails with DisposedError. */
+  /**
+   * Frees the features now (otherwise the garbage collector does: V8 is told their native size, so dropped
+   * features count towards its memory pressure); later use fails with DisposedError.
+   */
   dispose(): void {
     featuresOf.get(this)?.dispose();
   }
@@ -188,7 +191,10 @@ export class PixelLLM implements AsyncDisposable {
 
   /** Decodes (see loadImage) and encodes an image; the result can be reused across tasks. */
   async encode(input: ImageInput | EncodedImage, options?: ImageOptions): Promise<EncodedImage> {
-    if (input instanceof EncodedImage) return input;
+    if (input instanceof EncodedImage) {
+      this.live(); // a disposed model rejects here too, like every other call
+      return input;
+    }
     return this.track((native) => this.encodeWith(native, input, options));
   }
 
@@ -231,7 +237,8 @@ export class PixelLLM implements AsyncDisposable {
   ): Generation {
     this.checkMaxTokens(options.maxTokens);
     checkOptionalInt('beams', options.beams, 1, 16);
-    this.live();
+    // A disposed model is reported by the Generation (track() rejects: `.result` rejects, the first iteration
+    // throws), the same DisposedError the promise-returning calls reject with; nothing throws synchronously.
     const context = this.contextFor(request.task, options.prompt);
     const token = new (loadNative().CancelToken)();
     return new GenerationStream(
@@ -353,7 +360,11 @@ export class PixelLLM implements AsyncDisposable {
     });
   }
 
-  /** Frees the native model; calls already started finish first, later calls fail with DisposedError. */
+  /**
+   * Frees the native model; calls already started finish first. Later calls report DisposedError (code DISPOSED)
+   * asynchronously: the promise of encode/refer/segment/denseCaption rejects, and the Generation of
+   * caption/describe rejects `.result` and throws on the first iteration.
+   */
   dispose(): void {
     this.disposeRequested = true;
     if (this.inflight === 0) this.native.dispose();

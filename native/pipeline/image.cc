@@ -77,6 +77,10 @@ void resize_rgb_into_canvas(const uint8_t* rgb, int width, int height, int out_h
   }
 }
 
+size_t feature_bytes(const ImageFeatures& f) {
+  return sizeof(ImageFeatures) + (f.features.capacity() + f.sam.capacity()) * sizeof(float);
+}
+
 ImageGeometry make_canvas(const Image& image, int size, std::vector<float>& canvas, std::vector<float>& mask) {
   PIXELLLM_CHECK(image.rgb != nullptr && image.width >= 1 && image.height >= 1, InvalidImage,
                  "image: empty or without pixels");

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -41,6 +42,10 @@ struct Image {
 
 // Opaque: encoder outputs (SAM + EVA02 fused features) and the geometry needed to map back to the original image.
 struct ImageFeatures;
+
+// Host memory `features` holds (its encoder outputs), for reporting to a garbage collector; the lazily computed
+// whole-image visual tokens (T x Dv floats: ~100 KB at official sizes) are not counted.
+size_t feature_bytes(const ImageFeatures& features);
 
 struct Box {
   float x0 = 0, y0 = 0, x1 = 0, y1 = 0;

@@ -174,7 +174,7 @@ describe('model API', function () {
     assert.equal(m.disposed, true);
     const result = await inflight;
     assert.ok(result.tokens.length > 0);
-    assert.throws(() => m.caption(img), DisposedError);
+    await assert.rejects(m.caption(img).result, DisposedError); // reported by the Generation (dispose.test.ts)
     await assert.rejects(m.encode(await testImage()), DisposedError);
     await assert.rejects(m.segment(img, [0, 0, 5, 5]), DisposedError);
     m.dispose(); // idempotent
