@@ -145,6 +145,7 @@ class GitDecoder(nn.Module):
         super().__init__()
         c = cfg["git_decoder"]
         self.c = c
+        self.attention_capture: list | None = None  # when a list, each layer's attention probabilities are appended
         self.num_heads = c["num_heads"]
         self.head_dim = c["hidden_size"] // c["num_heads"]
         self.visual_projection = nn.Sequential(nn.Linear(c["visual_dim"], c["hidden_size"]),
@@ -163,7 +164,10 @@ class GitDecoder(nn.Module):
 
     def _finish_layer(self, lyr: BertLayer, h: torch.Tensor, q, k, v, bias) -> torch.Tensor:
         scores = (q * self.head_dim ** -0.5) @ k.transpose(-1, -2) + bias
-        ctx = torch.softmax(scores, dim=-1) @ v
+        probs = torch.softmax(scores, dim=-1)
+        if self.attention_capture is not None:  # training-only inspection (pixelllm_ref.train attention guidance)
+            self.attention_capture.append(probs)
+        ctx = probs @ v
         ctx = ctx.transpose(1, 2).reshape(h.shape)
         att = lyr.attention.output.LayerNorm(lyr.attention.output.dense(ctx) + h)
         inter = lyr.intermediate.intermediate_act_fn(lyr.intermediate.dense(att))

@@ -96,6 +96,12 @@ class TrainConfig:
     log_every: int = 10
     workers: int = 1               # data producer processes (0: build batches in the training process)
     ckpt_minutes: float = 4.0
+    cell_grid: int = 0             # set from the config (feature_fusion.output_size) when w_cells > 0
+    w_attn: float = 0.0            # attention guidance: head 0 of text-decoder layers >= 1 attends to the cells of
+                                   # each supervised token's target box (GIT, dense tokens); 0 disables
+    w_cells: float = 0.0           # training-only per-cell probes on DENSE visual tokens (CellProbes); 0 disables
+    pos_init: str = "normal"       # "normal": N(0, 0.02) position tables; "sincos": fixed 2-D sin/cos pattern x 0.5
+                                   # (an initial value only; the tables are trained) so tokens know where they are
 
 
 # ---- model ---------------------------------------------------------------------------------------------------
@@ -104,13 +110,15 @@ def build_model(cfg: dict) -> PixelLLM:
     return PixelLLM(cfg)
 
 
-TRAINING_ONLY = "training_probes."
+TRAINING_ONLY = ("training_probes.", "training_cells.")
 
 
 def add_training_modules(model: PixelLLM, tc: "TrainConfig") -> None:
+    dim = int(model.cfg["prompt_adapter"]["output_dim"])
     if tc.w_probe > 0:
-        dim = int(model.cfg["prompt_adapter"]["output_dim"])
         model.add_module("training_probes", Probes(dim, int(model.cfg["image_size"])))
+    if tc.w_cells > 0:
+        model.add_module("training_cells", CellProbes(dim))
 
 
 def inference_state(state_dict: dict) -> dict:
@@ -118,13 +126,33 @@ def inference_state(state_dict: dict) -> dict:
     return {k: v for k, v in state_dict.items() if not k.startswith(TRAINING_ONLY)}
 
 
-def init_weights(model: PixelLLM, seed: int) -> None:
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid, grid, dim) 2-D sine/cosine position pattern (half the channels encode y, half x; MAE-style)."""
+    if dim % 4:
+        raise ValueError(f"sincos_2d: dim {dim} is not a multiple of 4")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    pos = torch.arange(grid, dtype=torch.float64)[:, None] * omega[None]          # (grid, dim/4)
+    emb1 = torch.cat([torch.sin(pos), torch.cos(pos)], dim=1)                    # (grid, dim/2)
+    y = emb1[:, None, :].expand(grid, grid, dim // 2)
+    x = emb1[None, :, :].expand(grid, grid, dim // 2)
+    return torch.cat([y, x], dim=-1).float()
+
+
+def init_weights(model: PixelLLM, seed: int, pos_init: str = "normal") -> None:
     """From-scratch init of the tensors the component constructors leave constant (see module doc)."""
+    if pos_init not in ("normal", "sincos"):
+        raise ValueError(f"pos_init must be 'normal' or 'sincos', not {pos_init!r}")
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name in ("sam_image_encoder.pos_embed", "eva02_encoder.pos_embed", "eva02_encoder.cls_token"):
             p = model.get_parameter(name)
             p.copy_(torch.randn(p.shape, generator=g).clamp(-2, 2) * 0.02)
+        if pos_init == "sincos":
+            sam = model.get_parameter("sam_image_encoder.pos_embed")            # (1, G, G, C)
+            sam.copy_(0.5 * sincos_2d(sam.shape[1], sam.shape[3])[None])
+            eva = model.get_parameter("eva02_encoder.pos_embed")                # (1, 1 + G*G, C)
+            grid = int(round((eva.shape[1] - 1) ** 0.5))
+            eva[:, 1:] = 0.5 * sincos_2d(grid, eva.shape[2]).reshape(1, grid * grid, -1)
         gauss = model.prompt_encoder.shared_embedding.positional_embedding
         gauss.copy_(torch.randn(gauss.shape, generator=g))
         gauss.requires_grad_(False)
@@ -178,7 +206,52 @@ def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
     out.update(region_text=text[..., :lt], region_ctx=ctx[..., :lc], region_boxes=take(rg["gt_boxes"], gr),
                region_valid=take(rg["gt_classes"], gr) > 0, region_pv=take(rg["point_valid_mask"], gr)[..., :lt],
                region_attrs=take(out["all_attrs"], gr))
+    if tc.w_cells > 0:
+        grid = int(tc.cell_grid)
+        out.update(cell_targets(rf["gt_masks"], rf["gt_boxes"], rf["gt_classes"] > 0, rg["gt_boxes"],
+                                out["all_attrs"], out["all_valid"], grid))
+        out["region_cells"] = box_cell_coverage(out["region_boxes"], dc.image_size, grid)
     return out
+
+
+def _cell_pool(a: np.ndarray, grid: int) -> np.ndarray:
+    """(..., S, S) -> (..., grid*grid) mean over each cell (S divisible by grid)."""
+    s = a.shape[-1]
+    c = s // grid
+    return a.reshape(a.shape[:-2] + (grid, c, grid, c)).mean(axis=(-3, -1)).reshape(a.shape[:-2] + (grid * grid,))
+
+
+def cell_targets(masks, boxes, valid, all_boxes, all_attrs, all_valid, grid: int) -> dict:
+    """Per-cell soft targets of the whole-image dense tokens: the share of each cell covered by each size / colour /
+    shape (last class = background). masks (B,P,S,S) visible-part masks of the refer rows (one per object),
+    matched to the attribute rows by box."""
+    b = masks.shape[0]
+    n = grid * grid
+    cov = _cell_pool(masks.astype(np.float32), grid)                          # (B,P,N)
+    out = {k: np.zeros((b, n, len(a) + 1), np.float32) for k, a in zip(("cell_size", "cell_colour", "cell_shape"),
+                                                                         ATTRS)}
+    for i in range(b):
+        for p in np.flatnonzero(valid[i]):
+            hit = [j for j in np.flatnonzero(all_valid[i]) if np.allclose(all_boxes[i, j], boxes[i, p])]
+            if not hit:
+                continue
+            attrs = all_attrs[i, hit[0]]
+            for k, key in enumerate(("cell_size", "cell_colour", "cell_shape")):
+                if attrs[k] >= 0:
+                    out[key][i, :, attrs[k]] += cov[i, p]
+    for key in out:
+        out[key][..., -1] = np.clip(1.0 - out[key][..., :-1].sum(-1), 0.0, 1.0)
+    return out
+
+
+def box_cell_coverage(boxes: np.ndarray, size: int, grid: int) -> np.ndarray:
+    """(B,P,4) pixel boxes -> (B,P,grid*grid) share of each cell inside the box."""
+    c = size / grid
+    lo = np.arange(grid, dtype=np.float32) * c
+    def overlap(a0, a1):  # (B,P) -> (B,P,grid)
+        return np.clip(np.minimum(a1[..., None], lo + c) - np.maximum(a0[..., None], lo), 0.0, c) / c
+    ox, oy = overlap(boxes[..., 0], boxes[..., 2]), overlap(boxes[..., 1], boxes[..., 3])
+    return (oy[..., :, None] * ox[..., None, :]).reshape(boxes.shape[:2] + (grid * grid,)).astype(np.float32)
 
 
 def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int) -> None:
@@ -301,6 +374,68 @@ class Probes(nn.Module):
         return l_obj, l1, l_attr
 
 
+def box_cells_torch(boxes: torch.Tensor, size: float, grid: int) -> torch.Tensor:
+    """(..., 4) pixel boxes -> (..., grid*grid) share of each cell inside the box (torch twin of box_cell_coverage)."""
+    c = size / grid
+    lo = torch.arange(grid, dtype=boxes.dtype) * c
+    def overlap(a0, a1):  # noqa: E306
+        return (torch.minimum(a1[..., None], lo + c) - torch.maximum(a0[..., None], lo)).clamp(0.0, c) / c
+    ox, oy = overlap(boxes[..., 0], boxes[..., 2]), overlap(boxes[..., 1], boxes[..., 3])
+    return (oy[..., :, None] * ox[..., None, :]).flatten(-2)
+
+
+def attention_guidance(probs: list, n_visual: int, boxes: torch.Tensor, valid: torch.Tensor, size: float) -> torch.Tensor:
+    """Cross-entropy between the target-box cells (normalised) and head 0's attention over the visual keys, for the
+    text rows of layers >= 1. probs: per layer (N,H,S,S); boxes (N,L,4) px; valid (N,L) bool."""
+    grid = int(round(n_visual ** 0.5))
+    t = box_cells_torch(boxes, size, grid)
+    mass = t.sum(-1, keepdim=True)
+    ok = valid & (mass[..., 0] > 1e-6)
+    if not bool(ok.any()):
+        return boxes.sum() * 0
+    t = t / mass.clamp(min=1e-6)
+    n_text = boxes.shape[1]
+    loss = 0.0
+    layers = probs[1:] if len(probs) > 1 else probs
+    for p in layers:
+        a = p[:, 0, -n_text:, :n_visual]                                      # (N,L,Nv)
+        loss = loss + (-(t * torch.log(a + 1e-6)).sum(-1))[ok].mean()
+    return loss / len(layers)
+
+
+class CellProbes(nn.Module):
+    """Training-only linear read-outs of DENSE visual tokens (prompt_fuse_fn "dense"; never exported): each
+    whole-image token -> the share of its cell covered by each size / colour / shape and the cell's own position;
+    each box-prompted token -> the share of its cell inside the prompt box. They give the encoders and the prompt
+    adapter a dense signal from the first step (the text/point losses alone leave the decoder at its language prior
+    for thousands of steps on 2 CPU cores), and keep the prompted tokens prompt-dependent."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.whole = nn.Linear(dim, sum(len(a) + 1 for a in ATTRS) + 2)
+        self.region = nn.Linear(dim, 1)
+
+    def losses(self, vis_whole, vis_region, batch) -> dict:
+        """vis_whole (B,N,D), vis_region (B,P,N,D)."""
+        out = self.whole(vis_whole)
+        n = vis_whole.shape[1]
+        grid = int(round(n ** 0.5))
+        m, i = {}, 0
+        for key, a in zip(("cell_size", "cell_colour", "cell_shape"), ATTRS):
+            k = len(a) + 1
+            t = batch[key].float()
+            m[key] = -(t * F.log_softmax(out[..., i:i + k], dim=-1)).sum(-1).mean()
+            i += k
+        centre = (torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij"), -1)
+                  .reshape(n, 2).float() + 0.5) / grid
+        m["cell_pos"] = (out[..., i:i + 2] - centre).abs().mean() * 10.0
+        valid = batch["region_valid"]
+        r = self.region(vis_region)[..., 0]
+        m["cell_region"] = (F.binary_cross_entropy_with_logits(r, batch["region_cells"].float(), reduction="none")
+                            .mean(-1)[valid].mean()) if bool(valid.any()) else r.sum() * 0
+        return m
+
+
 # ---- losses --------------------------------------------------------------------------------------------------
 def mask_prompt_boxes(gt: torch.Tensor, pred: torch.Tensor, p_pred: float, jitter: float, image_hw: torch.Tensor,
                       rng: np.random.Generator) -> torch.Tensor:
@@ -342,7 +477,28 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tup
     vis_whole = cut(vis_whole_a)
     m = {}
     # trace: narrative text + per-token points
-    tf = model.teacher_forced(enc, vis_whole, batch["trace_text"], batch["trace_ctx"])
+    guide = tc.w_attn > 0 and model.cfg["text_decoder"] == "git_decoder"
+    size = float(model.cfg["image_size"])
+    attn_terms = []
+
+    def forced(vis, text, ctx, boxes, valid):
+        """teacher_forced + (when guiding) the attention-guidance term of its rows; boxes (B,P,L,4), valid (B,P,L)."""
+        dec = model.text
+        dec.attention_capture = [] if guide else None
+        try:
+            out = model.teacher_forced(enc, vis, text, ctx)
+            if guide:
+                n = boxes.shape[0] * boxes.shape[1]
+                attn_terms.append(attention_guidance(dec.attention_capture, vis.shape[-2],
+                                                     boxes.reshape(n, boxes.shape[2], 4).float(),
+                                                     valid.reshape(n, -1), size))
+        finally:
+            dec.attention_capture = None
+        return out
+
+    tpts = batch["trace_points"].float()
+    tf = forced(vis_whole, batch["trace_text"], batch["trace_ctx"], tpts.reshape(*tpts.shape[:3], 4),
+                batch["trace_pv"].bool() & (tpts.abs().sum((-2, -1)) > 0))
     m["trace_text"] = losses.text_loss(tf["text_logits"], batch["trace_text"], None, tc.label_smooth, eos, vocab)
     ones = torch.ones(batch["trace_pv"].shape, dtype=torch.bool)
     m["trace_point"] = losses.point_loss(tf["point_coords"], batch["trace_pv"], batch["trace_points"], ones,
@@ -350,7 +506,10 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tup
     # refer: box at the token before EOS, mask from a box prompt
     b, r = batch["refer_text"].shape[:2]
     vis_r = vis_whole.expand(b, r, *vis_whole.shape[2:])
-    tr = model.teacher_forced(enc, vis_r, batch["refer_text"], batch["refer_ctx"])
+    lr_ = batch["refer_text"].shape[2]
+    tr = forced(vis_r, batch["refer_text"], batch["refer_ctx"],
+                batch["refer_boxes"].float()[:, :, None].expand(b, r, lr_, 4),
+                batch["refer_pv"].bool() & batch["refer_valid"][..., None])
     gt_boxes = batch["refer_boxes"].float()
     m["refer_point"] = losses.point_loss(tr["point_coords"], batch["refer_pv"], gt_boxes.reshape(b, r, 2, 2),
                                          batch["refer_valid"], "l1_nonzero")
@@ -369,7 +528,10 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tup
     # region captions (prompt = object box)
     vis_g_a = model.visual_tokens(enc, batch["region_boxes"].float())
     vis_g = cut(vis_g_a)
-    tg = model.teacher_forced(enc, vis_g, batch["region_text"], batch["region_ctx"])
+    gb = batch["region_boxes"].float()
+    tg = forced(vis_g, batch["region_text"], batch["region_ctx"],
+                gb[:, :, None].expand(gb.shape[0], gb.shape[1], batch["region_text"].shape[2], 4),
+                batch["region_pv"].bool() & batch["region_valid"][..., None])
     m["region_text"] = losses.text_loss(tg["text_logits"], batch["region_text"], batch["region_valid"],
                                         tc.label_smooth, eos, vocab)
     g = batch["region_text"].shape[1]
@@ -393,9 +555,17 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tup
         m.update(probe_region_box=rl1, probe_region_attr=rattr, probe_slot_obj=sobj, probe_slot_box=sl1,
                  probe_slot_attr=sattr)
         probe = tc.w_point * (rl1 + sl1) + rattr + sattr + sobj
+    if attn_terms:
+        m["attn_guide"] = sum(attn_terms) / len(attn_terms)
+    cells = torch.zeros(())
+    if tc.w_cells > 0:
+        cm = model.training_cells.losses(vis_whole_a[:, 0], vis_g_a, batch)
+        m.update(cm)
+        cells = sum(cm.values())
     total = (tc.w_text * text_weight(tc, step) * (m["trace_text"] + m["region_text"])
              + tc.w_point * (m["trace_point"] + m["refer_point"] + m["region_point"])
-             + tc.w_mask * m["mask"] + tc.w_det * m["det"] + tc.w_probe * probe)
+             + tc.w_mask * m["mask"] + tc.w_det * m["det"] + tc.w_probe * probe + tc.w_cells * cells
+             + tc.w_attn * m.get("attn_guide", torch.zeros(())))
     m["total"] = total
     return total, {k: float(v.detach()) for k, v in m.items()}
 
@@ -446,7 +616,7 @@ def export_model_dir(ckpt_path: Path, out_dir: Path, float16: bool = True) -> Pa
 
 # ---- main loop -----------------------------------------------------------------------------------------------
 def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CONFIG, stop_at: int | None = None,
-          cfg: dict | None = None) -> None:
+          cfg: dict | None = None, init_from: Path | None = None) -> None:
     """Trains until tc.steps, the wall budget tc.minutes, or step `stop_at` (then a later --resume continues the
     same schedule). `cfg` overrides the architecture file `cfg_path` for a fresh run."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -471,13 +641,28 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
         cfg = cfg if cfg is not None else json.loads(Path(cfg_path).read_text())
         torch.manual_seed(tc.seed)
         model = build_model(cfg)
-        init_weights(model, tc.seed)
+        init_weights(model, tc.seed, tc.pos_init)
         add_training_modules(model, tc)
+        if init_from is not None:  # warm start: a fresh schedule from another run's weights (same architecture)
+            ck = torch.load(init_from, map_location="cpu", weights_only=False)
+            if ck["model_config"] != cfg:
+                raise ValueError(f"--init-from {init_from}: its model config differs from this run's")
+            missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+            bad = [k for k in missing + unexpected if not k.startswith(TRAINING_ONLY)]
+            if bad:
+                raise ValueError(f"--init-from {init_from}: tensors differ: {bad[:5]}")
         opt = make_optimizer(model, tc)
         step, elapsed, examples = 0, 0.0, 0
         log.write(json.dumps({"event": "start", "train_config": dataclasses.asdict(tc),
-                              "params": sum(p.numel() for p in model.parameters())}) + "\n")
+                              "params": sum(p.numel() for p in model.parameters()),
+                              "init_from": None if init_from is None else str(init_from)}) + "\n")
     model.train()
+    if tc.w_cells > 0:
+        if cfg["prompt_adapter"].get("prompt_fuse_fn") != "dense":
+            raise ValueError("w_cells > 0 needs prompt_adapter.prompt_fuse_fn 'dense' (per-cell visual tokens)")
+        tc.cell_grid = int(cfg["feature_fusion"]["output_size"])
+        if int(cfg["image_size"]) % tc.cell_grid:
+            raise ValueError("w_cells > 0 needs image_size divisible by feature_fusion.output_size")
     dc = data.DataConfig.for_model(cfg)
     state = lambda: {"step": step, "elapsed": elapsed, "examples": examples,  # noqa: E731
                      "train_config": dataclasses.asdict(tc), "model_config": cfg}
@@ -531,13 +716,14 @@ def main(argv=None):
     ap.add_argument("--export", type=Path, help="write a model directory from the run's checkpoint and exit")
     ap.add_argument("--config", type=Path, default=DEMO_CONFIG)
     ap.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; --resume continues")
+    ap.add_argument("--init-from", type=Path, help="fresh run starting from the weights of this checkpoint")
     for f in dataclasses.fields(TrainConfig):
         if isinstance(f.default, bool):
             ap.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=f.default)
         elif isinstance(f.default, tuple):
             ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default[0]), nargs=len(f.default),
                             default=f.default)
-        elif isinstance(f.default, (int, float)):
+        elif isinstance(f.default, (int, float, str)):
             ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     a = ap.parse_args(argv)
     if a.export:
@@ -545,7 +731,7 @@ def main(argv=None):
         return
     tc = TrainConfig(**{f.name: tuple(v) if isinstance(v, list) else v
                         for f in dataclasses.fields(TrainConfig) if (v := getattr(a, f.name, None)) is not None})
-    train(a.run, tc, a.resume, a.config, a.stop_at)
+    train(a.run, tc, a.resume, a.config, a.stop_at, init_from=a.init_from)
 
 
 if __name__ == "__main__":
