@@ -1,6 +1,18 @@
 #include "addon/decode_threads.h"
 
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <pthread.h>
+
+#include <cerrno>
+#endif
+
+#include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -10,6 +22,22 @@ namespace pixelllm::addon {
 
 namespace {
 
+// Names the calling thread "pixelllm-decode" (ps -L, /proc/<pid>/task/*/comm) and lowers its priority by `step`
+// nice levels (Linux: nice is per thread). Best effort: a failure leaves the thread at its creator's priority.
+void SetUpDecodeThread(int step) {
+#ifdef __linux__
+  pthread_setname_np(pthread_self(), "pixelllm-decode");
+  if (step <= 0) return;
+  const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+  errno = 0;
+  const int now = getpriority(PRIO_PROCESS, tid);
+  if (errno != 0) return;
+  setpriority(PRIO_PROCESS, tid, std::min(19, now + step));
+#else
+  (void)step;
+#endif
+}
+
 struct DecodeThreads {
   std::mutex mu;
   std::condition_variable cv;
@@ -17,6 +45,7 @@ struct DecodeThreads {
   int threads = 0, idle = 0;
 
   void loop() {
+    SetUpDecodeThread(DecodeThreadNiceStep());
     std::unique_lock<std::mutex> lock(mu);
     for (;;) {
       ++idle;
@@ -38,6 +67,14 @@ DecodeThreads& pool() {
 }
 
 }  // namespace
+
+int DecodeThreadNiceStep() {
+  const char* v = std::getenv("PIXELLLM_DECODE_THREAD_NICE");
+  if (v == nullptr || *v == '\0') return kDecodeThreadNice;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  return (*end == '\0' && n >= 0 && n <= 19) ? static_cast<int>(n) : kDecodeThreadNice;
+}
 
 void RunOnDecodeThread(std::function<void()> task) {
   DecodeThreads& p = pool();

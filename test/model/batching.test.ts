@@ -8,12 +8,26 @@
  * Golden model dirs from engines/reference/scripts/make_golden_models.py (build/golden/<case>/).
  */
 import * as assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
 import { AbortedError, PixelLLM } from '../../lib';
 import type { Box, EncodedImage, Generation } from '../../lib';
 import { addonExpected } from '../helpers/native';
 import { checkSame } from './batching-helpers';
 import type { Outcome } from './batching-helpers';
 import { GOLDEN_CASES, GOLDEN_DIR, goldenCase } from './golden-helpers';
+
+/** The nice value of one of this process's threads (field 19 of /proc/self/task/<tid>/stat). */
+function threadNice(tid: string): number {
+  const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
+
+/** Nice values of this process's decode threads (named pixelllm-decode by native/addon/decode_threads.cc). */
+function decodeThreadNices(): number[] {
+  return readdirSync('/proc/self/task')
+    .filter((tid) => readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'pixelllm-decode')
+    .map(threadNice);
+}
 
 describe('in-flight batching: concurrent calls == sequential calls (build/golden)', function () {
   this.timeout(300_000);
@@ -57,6 +71,16 @@ describe('in-flight batching: concurrent calls == sequential calls (build/golden
         // twice more, all at once again (the batches form differently each time)
         const again = await Promise.all([...calls, ...calls].map((call) => call()));
         again.forEach((r, i) => checkSame(r, sequential[i % calls.length], `call ${i} (16 at once)`));
+      });
+
+      it('decode threads run below the event loop\'s priority (Linux: nice + 10, capped at 19)', function () {
+        if (process.platform !== 'linux') this.skip();
+        const threads = decodeThreadNices();
+        assert.ok(threads.length >= 1, 'the generations above ran on threads named pixelllm-decode');
+        const env = process.env.PIXELLLM_DECODE_THREAD_NICE;
+        const step = env !== undefined && /^\d+$/.test(env) && Number(env) <= 19 ? Number(env) : 10;
+        const want = Math.min(19, threadNice(String(process.pid)) + step);
+        for (const nice of threads) assert.equal(nice, want, `decode thread nice ${nice}, event loop ${threadNice(String(process.pid))}`);
       });
     });
   }
