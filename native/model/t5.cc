@@ -280,73 +280,137 @@ void T5::prefill(TextDecoderState& base, const float* visual, int n_visual, cons
   s.set_position(0);
 }
 
-void T5::step(TextDecoderState& base, const int32_t* tokens, float* logits, float* hidden) const {
-  State& s = static_cast<State&>(base);
-  const int n = s.num_sequences(), pos = s.position();
-  const int d = cfg_.d_model, H = cfg_.num_heads, dk = cfg_.d_kv, I = inner_;
-  PIXELLLM_CHECK(n >= 1, Internal, "t5: step before prefill");
-  PIXELLLM_CHECK(pos < s.limits.max_text, LimitExceeded,
-                 "t5: text position " + std::to_string(pos) + " beyond the state's max_text " +
+void T5::check_step(const State& s, const int32_t* tokens) const {
+  PIXELLLM_CHECK(s.num_sequences() >= 1, Internal, "t5: step before prefill");
+  PIXELLLM_CHECK(s.position() < s.limits.max_text, LimitExceeded,
+                 "t5: text position " + std::to_string(s.position()) + " beyond the state's max_text " +
                      std::to_string(s.limits.max_text));
-  check_tokens(tokens, n, cfg_.vocab_size, "text");
-  Buffers& b = s.buf;
-  float* y = b.x.data();
-  for (int r = 0; r < n; ++r) {
-    std::memcpy(y + static_cast<int64_t>(r) * d, shared_.data() + static_cast<int64_t>(tokens[r]) * d,
-                static_cast<size_t>(d) * sizeof(float));
-    uint8_t* valid = s.seqs[r].valid();
-    if (pos > 0) valid[pos - 1] = tokens[r] != 0 ? 1 : 0;  // official target padding of the previous position
-    valid[pos] = 1;
+  check_tokens(tokens, s.num_sequences(), cfg_.vocab_size, "text");
+}
+
+void T5::self_attend_row(int li, State& s, int r, const float* qrow, float* ctx) const {
+  const int H = cfg_.num_heads, dk = cfg_.d_kv, I = inner_, pos = s.position();
+  float* sc = s.buf.scores.data();
+  runtime::KvCache& kv = s.seqs[r];
+  kv.write(li, pos, qrow + I, qrow + 2 * I);
+  const uint8_t* valid = kv.valid();
+  for (int h = 0; h < H; ++h) {
+    const float* K = kv.key(li, h);
+    for (int j = 0; j <= pos; ++j)
+      sc[j] = valid[j] ? cpu::vec::dot(qrow + h * dk, K + static_cast<int64_t>(j) * dk, dk) +
+                             rel_bias(dec_rel_, s.dec_bucket[pos - j], h)
+                       : -std::numeric_limits<float>::infinity();
+    cpu::softmax(sc, 1, pos + 1);
+    runtime::weighted_rows(sc, pos + 1, kv.value(li, h), dk, ctx + h * dk, false);
   }
-  const int S = s.cross.length();
+}
+
+void T5::cross_attend_row(int li, State& s, const float* q, float* ctx) const {
+  const int H = cfg_.num_heads, dk = cfg_.d_kv, S = s.cross.length();
   const uint8_t* evalid = s.cross.valid();
-  float* sc = b.scores.data();
+  float* sc = s.buf.scores.data();
+  for (int h = 0; h < H; ++h) {
+    const float* K = s.cross.key(li, h);
+    for (int j = 0; j < S; ++j)
+      sc[j] = evalid[j] ? cpu::vec::dot(q + h * dk, K + static_cast<int64_t>(j) * dk, dk)
+                        : -std::numeric_limits<float>::infinity();
+    cpu::softmax(sc, 1, S);
+    runtime::weighted_rows(sc, S, s.cross.value(li, h), dk, ctx + h * dk, false);
+  }
+}
+
+void T5::step_states(State* const* states, int count, int total, const int32_t* tokens, float* logits,
+                     float* hidden, Buffers& b) const {
+  const int d = cfg_.d_model, I = inner_;
+  float* y = b.x.data();
+  for (int i = 0, row = 0; i < count; ++i) {
+    State& s = *states[i];
+    const int pos = s.position();
+    for (int r = 0; r < s.num_sequences(); ++r, ++row) {
+      std::memcpy(y + static_cast<int64_t>(row) * d, shared_.data() + static_cast<int64_t>(tokens[row]) * d,
+                  static_cast<size_t>(d) * sizeof(float));
+      uint8_t* valid = s.seqs[r].valid();
+      if (pos > 0) valid[pos - 1] = tokens[row] != 0 ? 1 : 0;  // official target padding of the previous position
+      valid[pos] = 1;
+    }
+  }
+  // Runs fn(state, sequence, row) over every row, in order.
+  auto each_row = [&](auto&& fn) {
+    for (int i = 0, row = 0; i < count; ++i)
+      for (int r = 0; r < states[i]->num_sequences(); ++r, ++row) fn(*states[i], r, row);
+  };
   for (int li = 0; li < cfg_.num_decoder_layers; ++li) {
     const DecoderLayer& L = dec_[li];
-    // self-attention over the sequence cache
-    cpu::rms_norm(y, n, d, L.ln_self.data(), cfg_.layer_norm_eps, b.h.data());
-    cpu::linear(b.h.data(), n, d, L.self_att.qkv_w.data(), nullptr, 3 * I, b.qkv.data());
-    for (int r = 0; r < n; ++r) {
-      const float* qrow = b.qkv.data() + static_cast<int64_t>(r) * 3 * I;
-      runtime::KvCache& kv = s.seqs[r];
-      kv.write(li, pos, qrow + I, qrow + 2 * I);
-      const uint8_t* valid = kv.valid();
-      for (int h = 0; h < H; ++h) {
-        const float* K = kv.key(li, h);
-        for (int j = 0; j <= pos; ++j)
-          sc[j] = valid[j] ? cpu::vec::dot(qrow + h * dk, K + static_cast<int64_t>(j) * dk, dk) +
-                                 rel_bias(dec_rel_, s.dec_bucket[pos - j], h)
-                           : -std::numeric_limits<float>::infinity();
-        cpu::softmax(sc, 1, pos + 1);
-        runtime::weighted_rows(sc, pos + 1, kv.value(li, h), dk, b.ctx.data() + static_cast<int64_t>(r) * I + h * dk,
-                               false);
-      }
-    }
-    cpu::linear(b.ctx.data(), n, I, L.self_att.o_w.data(), nullptr, d, y, /*accumulate=*/true);
-    // cross-attention over the encoder cache
-    cpu::rms_norm(y, n, d, L.ln_cross.data(), cfg_.layer_norm_eps, b.h.data());
-    cpu::linear(b.h.data(), n, d, L.cross_att.q_w.data(), nullptr, I, b.qkv.data());
-    for (int r = 0; r < n; ++r) {
-      const float* qrow = b.qkv.data() + static_cast<int64_t>(r) * I;
-      for (int h = 0; h < H; ++h) {
-        const float* K = s.cross.key(li, h);
-        for (int j = 0; j < S; ++j)
-          sc[j] = evalid[j] ? cpu::vec::dot(qrow + h * dk, K + static_cast<int64_t>(j) * dk, dk)
-                            : -std::numeric_limits<float>::infinity();
-        cpu::softmax(sc, 1, S);
-        runtime::weighted_rows(sc, S, s.cross.value(li, h), dk, b.ctx.data() + static_cast<int64_t>(r) * I + h * dk,
-                               false);
-      }
-    }
-    cpu::linear(b.ctx.data(), n, I, L.cross_att.o_w.data(), nullptr, d, y, /*accumulate=*/true);
-    cpu::rms_norm(y, n, d, L.ln_mlp.data(), cfg_.layer_norm_eps, b.h.data());
-    mlp(L.mlp, b, n, y);
+    // self-attention over each sequence's cache
+    cpu::rms_norm(y, total, d, L.ln_self.data(), cfg_.layer_norm_eps, b.h.data());
+    cpu::linear(b.h.data(), total, d, L.self_att.qkv_w.data(), nullptr, 3 * I, b.qkv.data());
+    each_row([&](State& s, int r, int row) {
+      self_attend_row(li, s, r, b.qkv.data() + static_cast<int64_t>(row) * 3 * I,
+                      b.ctx.data() + static_cast<int64_t>(row) * I);
+    });
+    cpu::linear(b.ctx.data(), total, I, L.self_att.o_w.data(), nullptr, d, y, /*accumulate=*/true);
+    // cross-attention over each state's encoder cache
+    cpu::rms_norm(y, total, d, L.ln_cross.data(), cfg_.layer_norm_eps, b.h.data());
+    cpu::linear(b.h.data(), total, d, L.cross_att.q_w.data(), nullptr, I, b.qkv.data());
+    each_row([&](State& s, int, int row) {
+      cross_attend_row(li, s, b.qkv.data() + static_cast<int64_t>(row) * I,
+                       b.ctx.data() + static_cast<int64_t>(row) * I);
+    });
+    cpu::linear(b.ctx.data(), total, I, L.cross_att.o_w.data(), nullptr, d, y, /*accumulate=*/true);
+    cpu::rms_norm(y, total, d, L.ln_mlp.data(), cfg_.layer_norm_eps, b.h.data());
+    mlp(L.mlp, b, total, y);
   }
-  for (int r = 0; r < n; ++r) s.seqs[r].set_length(pos + 1);
-  s.set_position(pos + 1);
+  for (int i = 0; i < count; ++i) {
+    State& s = *states[i];
+    for (int r = 0; r < s.num_sequences(); ++r) s.seqs[r].set_length(s.position() + 1);
+    s.set_position(s.position() + 1);
+  }
   float* out = hidden ? hidden : b.h.data();
-  cpu::rms_norm(y, n, d, dec_final_.data(), cfg_.layer_norm_eps, out);
-  if (logits) cpu::linear(out, n, d, lm_head_.data(), nullptr, cfg_.vocab_size, logits);
+  cpu::rms_norm(y, total, d, dec_final_.data(), cfg_.layer_norm_eps, out);
+  if (logits) cpu::linear(out, total, d, lm_head_.data(), nullptr, cfg_.vocab_size, logits);
+}
+
+void T5::step(TextDecoderState& base, const int32_t* tokens, float* logits, float* hidden) const {
+  State* s = &static_cast<State&>(base);
+  check_step(*s, tokens);
+  step_states(&s, 1, s->num_sequences(), tokens, logits, hidden, s->buf);
+}
+
+class T5::Workspace final : public TextDecoderWorkspace {
+ public:
+  Workspace(const T5Config& c, int inner, int rows) : max_rows(rows), b(c, inner, rows, 1) {}
+  int max_rows;
+  Buffers b;  // scores unused: attention scores go to each state's own buffer
+};
+
+std::unique_ptr<TextDecoderWorkspace> T5::new_workspace(int max_rows) const {
+  PIXELLLM_CHECK(max_rows >= 1 && max_rows <= 4096, LimitExceeded,
+                 "t5: workspace rows " + std::to_string(max_rows) + " outside 1..4096");
+  return std::make_unique<Workspace>(cfg_, inner_, max_rows);
+}
+
+void T5::step_rows(TextDecoderState* const* states, int count, const int32_t* tokens, float* logits, float* hidden,
+                   TextDecoderWorkspace* workspace) const {
+  PIXELLLM_CHECK(count >= 1 && states != nullptr && tokens != nullptr, InvalidArgument,
+                 "t5: step_rows without states");
+  std::vector<State*> ss(static_cast<size_t>(count));
+  int total = 0;
+  for (int i = 0; i < count; ++i) {
+    PIXELLLM_CHECK(states[i] != nullptr, InvalidArgument, "t5: step_rows: null state");
+    for (int j = 0; j < i; ++j)
+      PIXELLLM_CHECK(states[j] != states[i], InvalidArgument, "t5: step_rows: a state appears twice");
+    ss[i] = &static_cast<State&>(*states[i]);
+    check_step(*ss[i], tokens + total);
+    total += ss[i]->num_sequences();
+  }
+  if (count == 1) return step_states(ss.data(), 1, total, tokens, logits, hidden, ss[0]->buf);
+  std::unique_ptr<TextDecoderWorkspace> own;
+  auto* ws = dynamic_cast<Workspace*>(workspace);
+  if (ws == nullptr || ws->max_rows < total) {
+    own = new_workspace(total);
+    ws = static_cast<Workspace*>(own.get());
+  }
+  step_states(ss.data(), count, total, tokens, logits, hidden, ws->b);
 }
 
 void T5::reorder(TextDecoderState& base, const int* parents) const {

@@ -53,6 +53,12 @@ class T5 final : public TextDecoder {
   void prefill(TextDecoderState& state, const float* visual, int n_visual, const int32_t* context, int n_context,
                int num_sequences) const override;
   void step(TextDecoderState& state, const int32_t* tokens, float* logits, float* hidden) const override;
+  // In-flight batching: per decoder layer one self-qkv, self-out, cross-q, cross-out and 3 MLP products over the
+  // rows of all states, self- and cross-attention per row on its own state's caches; one lm_head product. Every
+  // state is checked before any changes.
+  std::unique_ptr<TextDecoderWorkspace> new_workspace(int max_rows) const override;
+  void step_rows(TextDecoderState* const* states, int count, const int32_t* tokens, float* logits, float* hidden,
+                 TextDecoderWorkspace* workspace) const override;
   void reorder(TextDecoderState& state, const int* parents) const override;
   void forward(const float* visual, int n_visual, const int32_t* context, int n_context, const int32_t* tokens,
                int n_tokens, float* logits, float* hidden) const override;
@@ -80,11 +86,20 @@ class T5 final : public TextDecoder {
   };
   struct Buffers;
   class State;
+  class Workspace;
 
   // Encoder over [visual; shared[context]] -> enc (S, D) final-normed, valid (S).
   void encode(const float* visual, int n_visual, const int32_t* context, int n_context, Buffers& b, float* enc,
               uint8_t* valid) const;
   void mlp(const Mlp& m, Buffers& b, int rows, float* residual) const;
+  void check_step(const State& s, const int32_t* tokens) const;
+  // One token for every row of `count` checked states (rows in state order) with row buffers `b` (>= total rows).
+  void step_states(State* const* states, int count, int total, const int32_t* tokens, float* logits, float* hidden,
+                   Buffers& b) const;
+  // Attention of one row: self over its sequence cache (after writing this position's K/V), cross over the
+  // encoder cache; q points at the row's query, ctx (inner) receives the heads' outputs.
+  void self_attend_row(int li, State& s, int r, const float* qkv_row, float* ctx) const;
+  void cross_attend_row(int li, State& s, const float* q, float* ctx) const;
   float rel_bias(const core::Tensor& table, int bucket, int head) const {
     return table.data()[static_cast<int64_t>(bucket) * cfg_.num_heads + head];
   }

@@ -153,11 +153,15 @@ TEST(step_rows_equals_step) {
     std::vector<model::TextDecoderState*> states = {batched[0].get(), batched[1].get()};
     std::vector<int32_t> bad = {1, 2, V};
     const int p0 = batched[0]->position();
-    if (std::string(c.decoder->name()) == "git_decoder") {
-      CHECK_THROWS_CODE(c.decoder->step_rows(states.data(), 2, bad.data(), nullptr, nullptr, ws.get()), InvalidText,
-                        "vocabulary");
-      CHECK_EQ(batched[0]->position(), p0);
-    }
+    CHECK_THROWS_CODE(c.decoder->step_rows(states.data(), 2, bad.data(), nullptr, nullptr, ws.get()), InvalidText,
+                      "vocabulary");
+    CHECK_EQ(batched[0]->position(), p0);
+    // The same state twice is refused.
+    std::vector<model::TextDecoderState*> twice = {batched[0].get(), batched[0].get()};
+    std::vector<int32_t> ok = {1, 1};
+    CHECK_THROWS_CODE(c.decoder->step_rows(twice.data(), 2, ok.data(), nullptr, nullptr, ws.get()), InvalidArgument,
+                      "twice");
+    CHECK_EQ(batched[0]->position(), p0);
   }
 }
 
