@@ -4,15 +4,18 @@
 //   idle   — the loop does nothing (the control: what the machine alone costs),
 //   serial — captions one after another, as run.mjs measures loopLagP99Ms,
 //   conc   — `conc` concurrent captions at a time (the batching path),
-// each window's p99 / max of monitorEventLoopDelay (1 ms resolution) and its main-thread CPU time.
+// each window's p99 / max of monitorEventLoopDelay (1 ms resolution), the main thread's CPU time and how long it sat
+// runnable waiting for a CPU (bench/lib/loop_lag.mjs). PIXELLLM_DECODE_THREAD_NICE=0 turns the decode threads'
+// lower priority off for an A/B (native/addon/decode_threads.h).
 //
-//   node bench/lag.mjs [--model DIR] [--window MS] [--rounds N] [--tokens N] [--conc N] [--threads N] [--json]
+//   node bench/lag.mjs [--model DIR] [--window MS] [--rounds N] [--tokens N] [--conc N] [--threads N]
+//                      [--modes idle,serial,conc] [--json]
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
+import { loopLag } from './lib/loop_lag.mjs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { median, round } from './lib/stats.mjs';
 
 const require = createRequire(import.meta.url);
@@ -37,40 +40,6 @@ function parseArgs(argv) {
   return a;
 }
 
-// The main thread's scheduler statistics (Linux): CPU time, time spent runnable but waiting for a CPU, slices.
-function schedstat() {
-  try {
-    const [run, wait, slices] = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
-    return { run, wait, slices };
-  } catch {
-    return null;
-  }
-}
-
-async function window(ms, work) {
-  const h = monitorEventLoopDelay({ resolution: 1 });
-  const s0 = schedstat();
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  h.enable();
-  let captions = 0;
-  if (work) {
-    do captions += await work();
-    while (performance.now() - t0 < ms);
-  } else {
-    await new Promise((r) => setTimeout(r, ms));
-  }
-  h.disable();
-  const wall = performance.now() - t0;
-  const cpu = process.cpuUsage(cpu0);
-  const s1 = schedstat();
-  // Main thread: CPU ms it ran, ms it waited runnable for a CPU, and the mean wait per wake-up (slice).
-  const main = s0 && s1 ? { runMs: round((s1.run - s0.run) / 1e6, 1), runqueueWaitMs: round((s1.wait - s0.wait) / 1e6, 1),
-    waitPerSliceUs: round((s1.wait - s0.wait) / 1e3 / Math.max(1, s1.slices - s0.slices), 1) } : null;
-  return { p99Ms: round(h.percentile(99) / 1e6, 3), p50Ms: round(h.percentile(50) / 1e6, 3), maxMs: round(h.max / 1e6, 3),
-    captions, wallMs: round(wall, 0), processCpuPct: round((100 * (cpu.user + cpu.system)) / 1e3 / wall, 0), main };
-}
-
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const api = require(path.join(ROOT, 'dist/lib/index.js'));
@@ -89,9 +58,9 @@ async function main() {
   const out = Object.fromEntries(o.modes.map((m) => [m, []]));
   for (let r = 0; r < o.rounds; ++r) {
     for (const m of o.modes) {
-      const res = await window(o.window, work[m]);
+      const res = await loopLag(o.window, work[m]);
       out[m].push(res);
-      if (!o.json) console.error(`round ${r + 1} ${m.padEnd(6)} p99 ${res.p99Ms} ms  max ${res.maxMs} ms  captions ${res.captions}  process cpu ${res.processCpuPct} %  main thread: ran ${res.main?.runMs} ms, waited for a cpu ${res.main?.runqueueWaitMs} ms (${res.main?.waitPerSliceUs} us per wake-up)`);
+      if (!o.json) console.error(`round ${r + 1} ${m.padEnd(6)} p99 ${res.p99Ms} ms  max ${res.maxMs} ms  captions ${res.captions}  process cpu ${res.processCpuPct} %  main thread: ran ${res.mainThread?.runMs} ms, waited for a cpu ${res.mainThread?.runqueueWaitMs} ms (${res.mainThread?.waitPerWakeUs} us per wake-up)`);
     }
   }
   model.dispose();

@@ -12,8 +12,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
+import { loopLag } from './lib/loop_lag.mjs';
 import { LineServer, OrtPeer } from './lib/peers.mjs';
 import { median, quantile, ratio, round, summary } from './lib/stats.mjs';
 
@@ -112,23 +113,15 @@ async function addonPhase(opts, dir, threads, tokens, conc, rounds, windowMs) {
       }
     }
     // Event-loop lag. Control: the same histogram on an idle loop (what the machine alone costs), then during
-    // captions.
-    const idle = monitorEventLoopDelay({ resolution: 1 });
-    idle.enable();
-    await new Promise((r) => setTimeout(r, windowMs));
-    idle.disable();
-    const h = monitorEventLoopDelay({ resolution: 1 });
-    h.enable();
-    const t0 = performance.now();
-    let n = 0;
-    do {
+    // captions one after another (bench/lib/loop_lag.mjs; bench/lag.mjs repeats this part alone).
+    const idle = await loopLag(windowMs);
+    const busy = await loopLag(windowMs, async () => {
       await model.caption(img, { maxTokens: tokens }).result;
-      ++n;
-    } while (performance.now() - t0 < windowMs);
-    h.disable();
+      return 1;
+    });
     return {
-      lag: { value: round(h.percentile(99) / 1e6, 3), max: round(h.max / 1e6, 3), captions: n,
-        idleP99Ms: round(idle.percentile(99) / 1e6, 3), idleMaxMs: round(idle.max / 1e6, 3) },
+      lag: { value: busy.p99Ms, max: busy.maxMs, captions: busy.captions, windowMs,
+        idleP99Ms: idle.p99Ms, idleMaxMs: idle.maxMs, mainThread: busy.mainThread, idleMainThread: idle.mainThread },
       concurrent,
     };
   } catch (err) {
@@ -203,7 +196,7 @@ async function benchModel(opts, name, env) {
     }
     raw.gemm.push((await ours.call('gemm')).peak_gflops);
 
-    const addon = await addonPhase(opts, dir, T, tokens, conc, R, opts.smoke ? 300 : 2000);
+    const addon = await addonPhase(opts, dir, T, tokens, conc, R, opts.smoke ? 300 : 6000);
     const lag = addon.lag;
     const api = addon.concurrent;
     const oursRss = (await ours.call('rss')).peak_rss_mb, torchRss = (await torch.call('rss')).peak_rss_mb;
