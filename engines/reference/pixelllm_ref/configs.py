@@ -12,7 +12,8 @@ config.model.* of the official configs) and then turned into our config.json by 
                  1024 -> 2048 (+LN).
   demo           GIT head sized to train on 2 CPU cores: 224 px (EVA02 grid 16, SAM grid 14), EVA02 128 x 4,
                  SAM 128 x 4 (neck 256: the SAM prompt encoder / mask decoder are fixed at 256), prompt adapter
-                 2 x 128 -> 256, decoder 256 x 3, vocab = the demo tokenizer.
+                 2 x 128 -> 256, decoder 256 x 3, vocab = the demo tokenizer; then DEMO_OVERRIDES (below): dense
+                 visual tokens (the official prompt_fuse_fn "dense") on an 8 x 8 fused grid.
   tiny-git/-t5   ../shared/golden/tiny-{bert,t5}.json (the golden sizes).
 Released sizes come from the official configs and module defaults (modeling/*.py); see official_param_count.
 """
@@ -125,13 +126,34 @@ def our_config(official_cfg: dict) -> dict:
     return cfg
 
 
+# What the demo (engines/configs/demo.json) changes after the official-keys path, to learn on 2 CPU cores:
+#  * prompt_fuse_fn "dense" (an official option, pixel_llm.py): the text decoder reads every cell of the prompt
+#    adapter's image map instead of its 32 learned output tokens (those collapse to prompt-independent summaries in
+#    from-scratch training; see engines/demo/TRAINING.md);
+#  * feature_fusion.output_size 8: both backbone grids (16, 14) are resized (bicubic, as the official
+#    concat_visual_features) to 8 x 8 instead of to the largest grid, so the decoder sees 64 visual tokens; the
+#    official code has no such option (it always resizes to the largest grid): this is the demo's one departure;
+#  * the proposal head runs on that 8 x 8 grid (stride 224 / 8 = 28).
+DEMO_OVERRIDES = {"prompt_adapter": {"prompt_fuse_fn": "dense"}, "feature_fusion": {"output_size": 8},
+                  "proposal_head": {"grid_size": 8, "stride": 28}}
+
+
+def checked_in_config(name: str) -> dict:
+    """engines/configs/<name>.json: our_config of the official keys (+ DEMO_OVERRIDES for the demo)."""
+    cfg = our_config(official_configs()[name])
+    if name == "demo":
+        for section, values in DEMO_OVERRIDES.items():
+            cfg[section] = {**cfg[section], **values}
+    return cfg
+
+
 def write_all(out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, off in official_configs().items():
+    for name in official_configs():
         p = out / f"{name}.json"
-        p.write_text(json.dumps(our_config(off), indent=1) + "\n")
+        p.write_text(json.dumps(checked_in_config(name), indent=1) + "\n")
         paths.append(p)
     return paths
 

@@ -5,7 +5,7 @@ Writes `build/fixtures/proposal/<case>/` for
                 init_weights, seed 0); the proposal head's heatmap bias is raised to 0 and its convs drawn with a
                 larger std so that many cells pass the score threshold (a fresh head scores every cell ~0.01,
                 below the 0.05 threshold, and NMS would see nothing);
-  demo_ckpt     the training checkpoint engines/reference/runs/demo/ckpt.pt exported as train.export_model_dir
+  demo_ckpt     the training checkpoint engines/reference/runs/demo/ckpt.pt (or $PIXELLLM_CKPT) exported as train.export_model_dir
                 does (only when the checkpoint exists and loads; the trainer rewrites it, so this case is skipped
                 with a message when it is caught mid-write).
 Each case directory holds:
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from pixelllm_ref.convert import write_model_dir  # noqa: E402
 from pixelllm_ref.scene_render import render  # noqa: E402
 
 CASES = ("demo_random", "demo_ckpt")
-CKPT = ROOT / "engines" / "reference" / "runs" / "demo" / "ckpt.pt"
+CKPT = Path(os.environ.get("PIXELLLM_CKPT", ROOT / "engines" / "reference" / "runs" / "demo" / "ckpt.pt"))
 DEMO_CONFIG = ROOT / "engines" / "configs" / "demo.json"
 SCENE_SEED = 10 ** 9 + 7
 
@@ -75,7 +76,7 @@ def ckpt_model():
         ck = torch.load(CKPT, map_location="cpu", weights_only=False)
         cfg = ck["model_config"]
         model = train.build_model(cfg)
-        model.load_state_dict(ck["model"], strict=True)
+        model.load_state_dict(train.inference_state(ck["model"]), strict=True)  # without training-only probes
     except Exception as e:  # the trainer may be rewriting it
         return None, None, f"checkpoint {CKPT} did not load ({type(e).__name__}: {e})"
     if ph.NAME not in cfg:

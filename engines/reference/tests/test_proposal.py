@@ -14,7 +14,7 @@ CFG = json.loads((Path(__file__).resolve().parents[2] / "configs" / "demo.json")
 
 def test_demo_config_section():
     c = CFG["proposal_head"]
-    assert c["input_dim"] == 384 and c["grid_size"] == 16 and c["stride"] == 14
+    assert c["input_dim"] == 384 and c["grid_size"] == 8 and c["stride"] == 28
     assert (c["iou_threshold"], c["score_threshold"], c["max_detections"]) == (0.5, 0.05, 16)
     off = configs.demo_official()
     with pytest.raises(ConversionError, match="not supported"):
@@ -80,7 +80,7 @@ def _brute_nms(boxes, scores, thr, k):
 
 
 def test_postprocess_threshold_nms_order_clip():
-    c = {"proposal_head": {**CFG["proposal_head"], "max_detections": 3}}
+    c = {"proposal_head": {**CFG["proposal_head"], "grid_size": 16, "stride": 14, "max_detections": 3}}  # 14 px cells
     hm = torch.full((1, 16, 16), -10.0)
     reg = torch.ones(1, 16, 16, 4)
     hm[0, 4, 4], hm[0, 4, 5], hm[0, 10, 10], hm[0, 0, 0], hm[0, 15, 15] = 3.0, 2.0, 1.0, 1.0, 0.5
