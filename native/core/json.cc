@@ -74,8 +74,10 @@ static int64_t to_int(const Json& j, const std::string& where, int64_t min, int6
                                      (j.is_number() ? " " + j.dump() : ""));
   if (j.is_number_unsigned()) {
     uint64_t u = j.get<uint64_t>();
-    if (u > static_cast<uint64_t>(max))
-      fail(ErrorCode::LimitExceeded, where + ": " + std::to_string(u) + " is above the limit " + std::to_string(max));
+    // nlohmann stores every non-negative integer as unsigned: the lower bound applies here too ("heads": 0).
+    if (max < 0 || u > static_cast<uint64_t>(max) || static_cast<int64_t>(u) < min)
+      fail(ErrorCode::LimitExceeded, where + ": " + std::to_string(u) + " is outside [" + std::to_string(min) + ", " +
+                                         std::to_string(max) + "]");
     return static_cast<int64_t>(u);
   }
   int64_t v = j.get<int64_t>();

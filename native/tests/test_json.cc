@@ -34,6 +34,10 @@ TEST(json_reader_typed_access) {
   CHECK_THROWS_CODE(cfg.object("name"), ModelFormat, "expected an object");
   CHECK_THROWS_CODE(sam.get_int("big", 0, 1 << 20), LimitExceeded, "99999999999");
   CHECK_THROWS_CODE(sam.get_int("neg", 0, 10), LimitExceeded, "outside");
+  // non-negative integers are stored unsigned by nlohmann: the lower bound must still apply (fuzz finding:
+  // "num_attention_heads": 0 reached a division by zero)
+  CHECK_THROWS_CODE(cfg.get_int("image_size", 385, 4096), LimitExceeded, "outside [385, 4096]");
+  CHECK_THROWS_CODE(sam.get_int_array("window", 4, 15, 64), LimitExceeded, "window[0]");
   CHECK_THROWS_CODE(cfg.get_number("eps", 1, 2), LimitExceeded, "outside");
   CHECK_THROWS_CODE(sam.get_int_array("window", 1, 1, 64), LimitExceeded, "longer than 1");
   CHECK_THROWS_CODE(sam.get_int_array("window", 4, 1, 10), LimitExceeded, "window[0]");
