@@ -1,24 +1,9 @@
 import * as assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../lib';
-import { main, parseCli } from '../lib/cli';
+import { parseCli } from '../lib/cli';
 import { buildEngines, inspectEngines } from '../lib/engines';
 import { addonExpected, testModelDir } from './helpers/native';
-
-/** Runs the CLI, capturing stdout/stderr. */
-async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const ow = process.stdout.write.bind(process.stdout);
-  const ew = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((c: string | Uint8Array) => out.push(String(c)) > 0) as typeof process.stdout.write;
-  process.stderr.write = ((c: string | Uint8Array) => err.push(String(c)) > 0) as typeof process.stderr.write;
-  try {
-    return { code: await main(argv), out: out.join(''), err: err.join('') };
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
-}
+import { runCli as cli } from './helpers/cli';
 
 describe('cli build-engines', () => {
   it('parses build and check', () => {

@@ -11,31 +11,14 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PixelLLM } from '../../lib';
-import { main } from '../../lib/cli';
 import { assertEnginesUsable, inspectEngines } from '../../lib/engines';
 import type { PlanCheckReport, PlanIdentity } from '../../lib/engines';
 import { expectCode, loadGolden, stillAnswers } from './bad-input-helpers';
 import type { Golden } from './bad-input-helpers';
+import { runCli as cli } from '../helpers/cli';
 
 const OTHER: PlanIdentity = { gpu: 'Other GPU 9000', computeCapability: '7.5', tensorrtVersion: '9.9.9' };
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
-
-/** Runs the CLI, capturing stdout/stderr. */
-async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const ow = process.stdout.write.bind(process.stdout);
-  const ew = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((c: string | Uint8Array) => out.push(String(c)) > 0) as typeof process.stdout.write;
-  process.stderr.write = ((c: string | Uint8Array) => err.push(String(c)) > 0) as typeof process.stderr.write;
-  try {
-    const code = await main(argv);
-    return { code, out: out.join(''), err: err.join('') };
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
-}
 
 describe('bad input: TensorRT plans from another GPU / TensorRT version', function () {
   this.timeout(120_000);

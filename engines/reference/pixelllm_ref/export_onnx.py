@@ -231,13 +231,24 @@ def _t5_encode(t5, relpos, visual, context):
     return t5.encoder.final_layer_norm(x), valid
 
 
-class T5PrefillGraph(nn.Module):
-    """T5.prefill (encoder + cross K/V) followed by the decoder over the given text tokens (step semantics)."""
+class _T5TextGraph(nn.Module):
+    """What the T5 text graphs share: the modules and the decoder's relative-position bias table."""
 
     def __init__(self, mods, cfg):
         super().__init__()
         self.t5, self.head = mods["t5"], mods["point_head"]
         self.relpos = _T5Relpos(cfg["t5"])
+
+    def _decoder_table(self):
+        return self.t5.decoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+
+    def _decoder_relpos(self, n):
+        """(1, H, L, L) decoder self-attention bias between text positions n."""
+        return self.relpos.bias(self._decoder_table(), n[None, :] - n[:, None], False).permute(2, 0, 1)[None]
+
+
+class T5PrefillGraph(_T5TextGraph):
+    """T5.prefill (encoder + cross K/V) followed by the decoder over the given text tokens (step semantics)."""
 
     def forward(self, visual, context, tokens, image_hw):
         t5 = self.t5
@@ -246,9 +257,7 @@ class T5PrefillGraph(nn.Module):
         n = torch.arange(tokens.shape[1], device=tokens.device)
         next_nz = torch.cat([tokens[:, 1:] != 0, torch.ones_like(tokens[:, :1], dtype=torch.bool)], dim=1)
         allowed = (n[None, :] <= n[:, None])[None] & ((n[None, :] == n[:, None])[None] | next_nz[:, None, :])
-        dec_table = t5.decoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
-        self_bias = _mask_bias(allowed[:, None]) + \
-            self.relpos.bias(dec_table, n[None, :] - n[:, None], False).permute(2, 0, 1)[None]
+        self_bias = _mask_bias(allowed[:, None]) + self._decoder_relpos(n)
         y = t5.shared(tokens)
         selfkv, cross = [], []
         for blk in t5.decoder.block:
@@ -265,16 +274,11 @@ class T5PrefillGraph(nn.Module):
         return (t5.lm_head(hidden), hidden, corners, plogits, key_bias, *selfkv, enc_bias, *cross)
 
 
-class T5ForwardGraph(nn.Module):
+class T5ForwardGraph(_T5TextGraph):
     """t5.T5.forward, the official teacher-forced pass (PixelLLM prepare_text_features): decoder target validity
     tv[j] = token[j+1] > 0 masks queries and keys of the self-attention and the queries of the cross-attention on
     every position, so the rows from the EOS on attend uniformly (decoder_prefill runs them with step semantics).
     The mask adapter reads all rows: this is the graph of the mask text states."""
-
-    def __init__(self, mods, cfg):
-        super().__init__()
-        self.t5, self.head = mods["t5"], mods["point_head"]
-        self.relpos = _T5Relpos(cfg["t5"])
 
     def forward(self, visual, context, tokens, image_hw):
         t5 = self.t5
@@ -282,9 +286,8 @@ class T5ForwardGraph(nn.Module):
         n = torch.arange(tokens.shape[1], device=tokens.device)
         tv = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], dim=1) > 0
         causal = n[None, :] <= n[:, None]
-        dec_table = t5.decoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
-        self_bias = _mask_bias(causal[None, None] & tv[:, None, :, None] & tv[:, None, None, :]) + \
-            self.relpos.bias(dec_table, n[None, :] - n[:, None], False).permute(2, 0, 1)[None]
+        self_bias = (_mask_bias(causal[None, None] & tv[:, None, :, None] & tv[:, None, None, :])
+                     + self._decoder_relpos(n))
         enc_bias = _mask_bias(tv[:, None, :, None] & enc_valid[:, None, None, :])
         y = t5.shared(tokens)
         for blk in t5.decoder.block:
@@ -298,13 +301,11 @@ class T5ForwardGraph(nn.Module):
         return t5.lm_head(hidden), hidden, corners, plogits
 
 
-class T5StepGraph(nn.Module):
+class T5StepGraph(_T5TextGraph):
     """T5.step with the self-attention cache and the cross-attention K/V as explicit inputs."""
 
     def __init__(self, mods, cfg):
-        super().__init__()
-        self.t5, self.head = mods["t5"], mods["point_head"]
-        self.relpos = _T5Relpos(cfg["t5"])
+        super().__init__(mods, cfg)
         self.layers = cfg["t5"]["num_decoder_layers"]
 
     def forward(self, tokens, position, image_hw, past_key_bias, encoder_key_bias, *kv):
@@ -314,8 +315,7 @@ class T5StepGraph(nn.Module):
         c = past_key_bias.shape[1]
         k_pos = torch.cat([torch.arange(c, device=tokens.device)[None, :].expand(tokens.shape[0], -1),
                            position[:, None]], dim=1)                                    # (N, C+1)
-        dec_table = t5.decoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
-        rel = self.relpos.bias(dec_table, k_pos - position[:, None], False)                # (N, C+1, H)
+        rel = self.relpos.bias(self._decoder_table(), k_pos - position[:, None], False)    # (N, C+1, H)
         bias = torch.cat([past_key_bias, torch.zeros_like(past_key_bias[:, :1])], dim=1)
         bias = bias[:, None, None, :] + rel.permute(0, 2, 1)[:, :, None, :]
         enc_bias = encoder_key_bias[:, None, None, :]
