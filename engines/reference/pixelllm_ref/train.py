@@ -245,13 +245,13 @@ def cell_targets(masks, boxes, valid, all_boxes, all_attrs, all_valid, grid: int
 
 
 def box_cell_coverage(boxes: np.ndarray, size: int, grid: int) -> np.ndarray:
-    """(B,P,4) pixel boxes -> (B,P,grid*grid) share of each cell inside the box."""
+    """(..., 4) pixel boxes -> (..., grid*grid) share of each cell inside the box."""
     c = size / grid
     lo = np.arange(grid, dtype=np.float32) * c
-    def overlap(a0, a1):  # (B,P) -> (B,P,grid)
+    def overlap(a0, a1):  # (...) -> (..., grid)
         return np.clip(np.minimum(a1[..., None], lo + c) - np.maximum(a0[..., None], lo), 0.0, c) / c
     ox, oy = overlap(boxes[..., 0], boxes[..., 2]), overlap(boxes[..., 1], boxes[..., 3])
-    return (oy[..., :, None] * ox[..., None, :]).reshape(boxes.shape[:2] + (grid * grid,)).astype(np.float32)
+    return (oy[..., :, None] * ox[..., None, :]).reshape(boxes.shape[:-1] + (grid * grid,)).astype(np.float32)
 
 
 def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int) -> None:
@@ -375,13 +375,9 @@ class Probes(nn.Module):
 
 
 def box_cells_torch(boxes: torch.Tensor, size: float, grid: int) -> torch.Tensor:
-    """(..., 4) pixel boxes -> (..., grid*grid) share of each cell inside the box (torch twin of box_cell_coverage)."""
-    c = size / grid
-    lo = torch.arange(grid, dtype=boxes.dtype) * c
-    def overlap(a0, a1):  # noqa: E306
-        return (torch.minimum(a1[..., None], lo + c) - torch.maximum(a0[..., None], lo)).clamp(0.0, c) / c
-    ox, oy = overlap(boxes[..., 0], boxes[..., 2]), overlap(boxes[..., 1], boxes[..., 3])
-    return (oy[..., :, None] * ox[..., None, :]).flatten(-2)
+    """box_cell_coverage for target boxes held as a torch tensor (no gradient flows through targets)."""
+    cov = box_cell_coverage(boxes.detach().cpu().numpy().astype(np.float32), size, grid)
+    return torch.from_numpy(cov).to(boxes.dtype)
 
 
 def attention_guidance(probs: list, n_visual: int, boxes: torch.Tensor, valid: torch.Tensor, size: float) -> torch.Tensor:
