@@ -8,7 +8,7 @@
 //
 // See bench/README.md for the metrics, the targets and how to read the numbers.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -143,13 +143,14 @@ async function benchModel(opts, name, env) {
   const ortAvail = OrtPeer.available();
   const ort = ortAvail.ok ? new OrtPeer(dir, cfg, T) : null;
   const raw = { encode: { ours: [], ort: [], torch: [] }, oursParts: [], step: { ours: {}, ort: [] },
-    e2e: { ours: [], torch: [] }, concurrent: { one: [], many: [], rows: [] }, gemm: [] };
+    e2e: { ours: [], torch: [] }, concurrent: { one: [], many: [], rows: [] }, gemm: [], roofline: [] };
   try {
     const info = await ours.call('info');
     const torchInfo = await torch.call('info');
     const maxPos = Math.min(cfg.git_decoder.max_positions, 128);
     const posHigh = Math.min(120, maxPos - 4), posMid = Math.min(64, Math.floor(maxPos / 2)), posLow = 8;
     raw.gemm.push((await ours.call('gemm')).peak_gflops);
+    raw.roofline.push(await ours.call('roofline'));
 
     // Image side: ours / ORT / torch, rotating the order every round.
     const encoders = [
@@ -195,6 +196,7 @@ async function benchModel(opts, name, env) {
       raw.concurrent.rows.push((await ours.call(`rows ${conc} ${tokens}`)).tokens_per_s);
     }
     raw.gemm.push((await ours.call('gemm')).peak_gflops);
+    raw.roofline.push(await ours.call('roofline'));
 
     const addon = await addonPhase(opts, dir, T, tokens, conc, R, opts.smoke ? 300 : 6000);
     const lag = addon.lag;
@@ -208,6 +210,26 @@ async function benchModel(opts, name, env) {
     const gemmPeak = Math.max(...raw.gemm);
     const encGflops = info.encoder_gflop / (enc.ours.median / 1e3);
     const part = (k) => round(median(raw.oursParts.map((x) => x[k])), 2);
+    // Hardware bounds (float32, this machine, this run): an image side at the FMA peak with zero non-GEMM work,
+    // a decode step that only streams its weights at the measured read bandwidth. Whatever the implementation, a
+    // ratio to a peer cannot exceed the peer's measured time divided by these.
+    const roof = {
+      fmaPeakGflops: Math.max(...raw.roofline.map((x) => x.fma_peak_gflops)),
+      readGbs1: Math.max(...raw.roofline.map((x) => x.read_gbs_1)),
+      readGbsAll: Math.max(...raw.roofline.map((x) => x.read_gbs_n)),
+      stepWeightMb: round(raw.roofline[0].step_weight_bytes / 1e6, 1),
+    };
+    roof.encodeFloorMs = round(info.encoder_gflop / roof.fmaPeakGflops * 1e3, 2);
+    // The read bound holds only for weights well past the last-level cache (a small model's step is cache-resident).
+    roof.lastLevelCacheMb = lastLevelCacheMb();
+    roof.stepFloorMs = roof.lastLevelCacheMb !== null && roof.stepWeightMb >= 4 * roof.lastLevelCacheMb
+      ? round(raw.roofline[0].step_weight_bytes / (roof.readGbsAll * 1e6), 3) : null;
+    roof.maxEncodeVsOrt = ratio(enc.ort.median, roof.encodeFloorMs);
+    const stepBound = roof.stepFloorMs !== null;
+    roof.maxStepVsOrt = stepBound ? ratio(ortStep.median, roof.stepFloorMs) : null;
+    roof.maxE2eVsTorch = stepBound ? ratio(e2e.torch.median, roof.encodeFloorMs + tokens * roof.stepFloorMs) : null;
+    roof.stepOfFloor = stepBound ? ratio(roof.stepFloorMs, steps[posMid].median) : null;  // floor / our step
+    roof.encodeOfFloor = ratio(roof.encodeFloorMs, enc.ours.median);
     const metrics = {
       encodeVsOrt: ratio(enc.ort.median, enc.ours.median),
       stepVsOrt: ratio(ortStep.median, steps[posMid].median),
@@ -236,11 +258,27 @@ async function benchModel(opts, name, env) {
         // The cost model of in-flight batching (one multi-row step per token for all requests):
         batchedSpeedupModel: ratio(median(raw.concurrent.rows), median(raw.concurrent.one)),
         encoderGflop: info.encoder_gflop, encoderGflops: round(encGflops, 2), sgemmPeakGflops: round(gemmPeak, 2),
+        roofline: roof,
         loopLag: lag, ort: ort ? `onnxruntime-node ${ortAvail.version} (CPU EP, in-process)` : `unavailable: ${ortAvail.reason}`,
       },
     };
   } finally {
     await Promise.allSettled([ours.close(), torch.close(), ort?.release()]);
+  }
+}
+
+// Size of the largest CPU cache in MB (sysfs), null where it cannot be read.
+function lastLevelCacheMb() {
+  try {
+    const base = '/sys/devices/system/cpu/cpu0/cache';
+    let best = 0;
+    for (const idx of readdirSync(base).filter((d) => d.startsWith('index'))) {
+      const m = /^(\d+)([KMG]?)/.exec(readFileSync(path.join(base, idx, 'size'), 'utf8').trim());
+      if (m) best = Math.max(best, Number(m[1]) * ({ K: 1 / 1024, M: 1, G: 1024 }[m[2]] ?? 1 / (1 << 20)));
+    }
+    return best > 0 ? round(best, 2) : null;
+  } catch {
+    return null;
   }
 }
 
@@ -273,7 +311,12 @@ function printTable(result) {
     const b = d.benchExeTokensPerSecond;
     console.log(`  tokens/s   bench exe: 1 ${b.one.median}  ${m.concurrency} threads, no batcher ${b.threads.median} (x${d.threadsSpeedupUnbatched})` +
       `  ${m.concurrency} rows in one step (model): ${b.batchedStepModel.median} (x${d.batchedSpeedupModel})`);
-    console.log(`  GFLOP/s    encoder ${d.encoderGflops}  sgemm peak ${d.sgemmPeakGflops}`);
+    console.log(`  GFLOP/s    encoder ${d.encoderGflops}  sgemm peak ${d.sgemmPeakGflops}  FMA peak ${d.roofline.fmaPeakGflops}`);
+    const rf = d.roofline;
+    console.log(`  roofline   read GB/s 1 thread ${rf.readGbs1}, all ${rf.readGbsAll}; step reads ${rf.stepWeightMb} MB -> floor ` +
+      `${rf.stepFloorMs ?? `n/a (< 4 x the ${rf.lastLevelCacheMb} MB cache)`} ms (floor / ours ${rf.stepOfFloor ?? '-'}); ` +
+      `encode floor ${rf.encodeFloorMs} ms (floor / ours ${rf.encodeOfFloor})`);
+    console.log(`  best possible here: encodeVsOrt ${rf.maxEncodeVsOrt}  stepVsOrt ${rf.maxStepVsOrt}  e2eVsTorch ${rf.maxE2eVsTorch}`);
     console.log(`  peak RSS MB ours ${m.metrics.peakRssMb.ours}  torch ${m.metrics.peakRssMb.torch}  node+ort ${m.metrics.peakRssMb.ortNodeProcess}`);
     if (d.loopLag.reason) console.log(`  loop lag: ${d.loopLag.reason}`);
     else console.log(`  loop lag p99 ms: during captions ${d.loopLag.value}, idle loop (control) ${d.loopLag.idleP99Ms}`);

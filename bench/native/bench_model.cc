@@ -80,6 +80,16 @@ std::vector<float> BenchModel::visual_tokens(const float* features) {
   return out;
 }
 
+double BenchModel::step_weight_bytes() const {
+  double bytes = 0;
+  for (const std::string& name : weights_->names()) {
+    const bool decoder = name.rfind("git_decoder.", 0) == 0 && name.rfind("git_decoder.embeddings.", 0) != 0 &&
+                         name.rfind("git_decoder.visual_projection.", 0) != 0;
+    if (decoder || name.rfind("point_head.", 0) == 0) bytes += 4.0 * double(weights_->info(name).numel);
+  }
+  return bytes;
+}
+
 double BenchModel::encoder_flops() const {
   double f = 0;
   {  // SAM

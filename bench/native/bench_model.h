@@ -50,6 +50,9 @@ class BenchModel {
   std::vector<float> visual_tokens(const float* features);
   // Matmul FLOPs (GEMMs + attention products) of one image-side pass.
   double encoder_flops() const;
+  // Bytes of float32 weights one decode step must read: every git_decoder and point_head tensor except the
+  // embedding tables (one row each) and the visual projection (prefill only).
+  double step_weight_bytes() const;
 
   // One greedy caption of exactly n_tokens generated tokens (eos suppressed so random weights decode to the end;
   // the official repeat cap applies). Each model call holds compute() like the CPU backend. step_ms (optional)

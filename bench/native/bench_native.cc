@@ -11,6 +11,9 @@
 //   gemm                 OpenBLAS sgemm GFLOP/s on encoder-like shapes with the same thread count (the peak)
 //   attn                 cpu::attention vs per-head BLAS attention on the encoder shapes (GFLOP/s)
 //   gemmsplit            cpu::linear (OpenBLAS threads) vs weight rows split over the pool (OpenBLAS 1 thread)
+//   roofline             this machine's limits for the bounds in bench/README.md: FMA GFLOP/s with every
+//                        thread (register-only loop), weight-read GB/s of cpu::gemv_accumulate over 512 MB with
+//                        1 and THREADS threads, and the weight bytes one decode step reads
 //   rss                  peak resident set size (MB)
 //   quit
 #include <sys/resource.h>
@@ -29,6 +32,8 @@
 #include "core/error.h"
 #include "cpu/attention.h"
 #include "cpu/gemm.h"
+#include "cpu/gemv.h"
+#include "cpu/simd.h"
 #include "cpu/softmax.h"
 
 using namespace pixelllm;
@@ -81,6 +86,58 @@ std::string gemm_peak() {
     first = false;
   }
   os << "],\"peak_gflops\":" << num(best) << "}";
+  return os.str();
+}
+
+// Register-only FMA loop (12 independent 16-lane accumulators): the compute ceiling of one thread.
+PIXELLLM_SIMD_CLONES double fma_loop(int64_t iters) {
+  using cpu::simd::vf;
+  const vf m = vf{} + 0.999999f, a = vf{} + 1e-7f;
+  vf a0 = m * 0.1f, a1 = m * 0.2f, a2 = m * 0.3f, a3 = m * 0.4f, a4 = m * 0.5f, a5 = m * 0.6f, a6 = m * 0.7f,
+     a7 = m * 0.8f, a8 = m * 0.9f, a9 = m * 1.1f, a10 = m * 1.2f, a11 = m * 1.3f;
+  for (int64_t i = 0; i < iters; ++i) {
+    a0 = a0 * m + a; a1 = a1 * m + a; a2 = a2 * m + a; a3 = a3 * m + a; a4 = a4 * m + a; a5 = a5 * m + a;
+    a6 = a6 * m + a; a7 = a7 * m + a; a8 = a8 * m + a; a9 = a9 * m + a; a10 = a10 * m + a; a11 = a11 * m + a;
+  }
+  const vf s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11));
+  return cpu::simd::hsum(s);
+}
+
+// Runs fn(t) on `threads` threads at once (t = 0..threads-1); returns the wall time in ms.
+template <class F>
+double on_threads(int threads, F&& fn) {
+  auto t0 = Clock::now();
+  std::vector<std::thread> ts;
+  for (int t = 1; t < threads; ++t) ts.emplace_back([&, t] { fn(t); });
+  fn(0);
+  for (auto& t : ts) t.join();
+  return ms_since(t0);
+}
+
+std::string roofline(const bench::BenchModel& m, int threads) {
+  std::ostringstream os;
+  // FMA peak: 16 lanes x 2 flops x 12 chains per iteration.
+  const int64_t iters = 20'000'000;
+  double best_ms = 1e30;
+  volatile double sink = 0;
+  for (int r = 0; r < 3; ++r) best_ms = std::min(best_ms, on_threads(threads, [&](int) { sink = sink + fma_loop(iters); }));
+  const double fma_gflops = threads * 16.0 * 2 * 12 * double(iters) / (best_ms * 1e6);
+  // Weight read: y += W x over a 512 MB W (far above the caches), 1 and `threads` threads on disjoint halves.
+  const int64_t in = 768, out = (int64_t(512) << 20) / (4 * in);
+  core::AlignedVector<float> w(size_t(out * in), 0.001f), x(size_t(in), 1.f), y{};
+  y.resize(size_t(out));
+  auto read_gbs = [&](int n) {
+    double best = 1e30;
+    for (int r = 0; r < 3; ++r)
+      best = std::min(best, on_threads(n, [&](int t) {
+        const int64_t o0 = out * t / n, o1 = out * (t + 1) / n;
+        cpu::gemv_accumulate(w.data() + o0 * in, in, o1 - o0, x.data(), y.data() + o0);
+      }));
+    return 4.0 * double(out) * in / (best * 1e6);
+  };
+  const double gbs1 = read_gbs(1), gbsn = read_gbs(threads);
+  os << "{\"fma_peak_gflops\":" << num(fma_gflops) << ",\"read_gbs_1\":" << num(gbs1) << ",\"read_gbs_n\":"
+     << num(gbsn) << ",\"step_weight_bytes\":" << num(m.step_weight_bytes()) << "}";
   return os.str();
 }
 
@@ -260,6 +317,8 @@ int main(int argc, char** argv) {
         out << "{\"shapes\":" << gemm_split_probe(m.pool(), 7) << "}";
       } else if (cmd == "gemm") {
         out << gemm_peak();
+      } else if (cmd == "roofline") {
+        out << roofline(m, m.pool().size());
       } else if (cmd == "rss") {
         out << "{\"peak_rss_mb\":" << num(peak_rss_mb()) << "}";
       } else {

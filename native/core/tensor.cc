@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -29,11 +31,33 @@ std::string shape_str(const Shape& shape) {
   return s + ")";
 }
 
+namespace {
+// Buffers of at least this size start on a 2 MiB boundary and are advised as transparent huge pages: a decode
+// step streams ~270 MB of weights (official-bert) and 4 KiB pages stop the hardware prefetcher at every page;
+// measured on the CI VM, a GEMV pass over the decoder's weights read 26-27 GB/s with the advice, 22-23 GB/s
+// without (alternated runs). Where THP is "never" the advice is a no-op. PIXELLLM_HUGEPAGES=0 turns it off.
+constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kHugeFrom = size_t(4) << 20;
+
+bool huge_pages_wanted() {
+  static const bool wanted = [] {
+    const char* v = std::getenv("PIXELLLM_HUGEPAGES");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return wanted;
+}
+}  // namespace
+
 void* aligned_alloc_bytes(size_t bytes) {
   size_t rounded = (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
   if (rounded == 0) rounded = kTensorAlignment;
-  void* p = std::aligned_alloc(kTensorAlignment, rounded);
+  const bool huge = rounded >= kHugeFrom && huge_pages_wanted();
+  void* p = huge ? std::aligned_alloc(kHugePage, (rounded + kHugePage - 1) / kHugePage * kHugePage)
+                 : std::aligned_alloc(kTensorAlignment, rounded);
   if (!p) fail(ErrorCode::OutOfMemory, "cannot allocate " + std::to_string(bytes) + " bytes");
+#ifdef MADV_HUGEPAGE
+  if (huge) ::madvise(p, rounded, MADV_HUGEPAGE);  // advice only: a failure leaves normal pages
+#endif
   return p;
 }
 

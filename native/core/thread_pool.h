@@ -11,8 +11,9 @@
 //    the calling thread. No OpenBLAS worker exists, so nothing busy-waits between products.
 //  * GEMMs (cpu::linear / cpu::sgemm) are called only from the request's thread, never from inside a
 //    parallel_for body (there the nested rule below would run the whole product on that one worker). A request's
-//    thread runs either a kernel parallel_for or a GEMM at a time and both pools' workers sleep on a condition
-//    variable between jobs (they never spin), so one request keeps at most N threads computing.
+//    thread runs either a kernel parallel_for or a GEMM at a time and both pools' workers poll for the next
+//    job for ~100 us (yielding the core between checks; PIXELLLM_SPIN_US) and then sleep on a condition
+//    variable, so one request keeps at most N threads computing and an idle process uses no CPU.
 //  * Concurrent requests on one backend serialise their compute on the backend's own mutex (runtime/cpu:
 //    Shared::compute, held around whole component forwards and decode steps); parallel_for also serialises its
 //    callers (compute_mutex()). Separately loaded models have separate backend pools and locks and can run at
@@ -21,6 +22,7 @@
 //    inside its own parallel_for -- runs serially on that thread.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -65,6 +67,8 @@ class ThreadPool {
   std::condition_variable done_;
   bool stop_ = false;
   uint64_t generation_ = 0;
+  std::atomic<uint64_t> published_{0};  // generation_, readable without mu_ by polling workers
+  int sleepers_ = 0;                     // workers blocked on wake_, guarded by mu_
   // current job
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "cpu/gemv.h"
 
 namespace pixelllm::cpu {
 
@@ -27,15 +28,19 @@ int to_blas_int(int64_t v, const char* what) {
 
 // GEMM threading (see gemm.h): after blas_set_threads(N > 1), OpenBLAS runs single-threaded and the products are
 // split over this module's own pool of N threads (output columns, or rows when there are few columns), one
-// single-threaded OpenBLAS call per slice. OpenBLAS's own workers never exist, so nothing spins (OpenBLAS's
-// pthread workers busy-wait with sched_yield after every call and fought the kernel pool for the cores), and a
-// decode step's small products run inline instead of paying a worker handoff each (OpenBLAS threads every
-// sgemv above 9216 elements: measured 13 ms vs 0.12 ms single-threaded for 768x2304 on a loaded 2-core VM).
+// single-threaded OpenBLAS call per slice. OpenBLAS's own workers never exist (they busy-wait for
+// milliseconds after every call and fought the kernel pool for the cores; ours poll ~100 us, thread_pool.cc), a
+// decode step's small products run inline, and its one-row products of >= 2 MiB of weight run our GEMV
+// (cpu/gemv.h) split over the pool (OpenBLAS threads every sgemv above 9216 elements: measured 13 ms vs 0.12 ms
+// single-threaded for 768x2304 on a loaded 2-core VM).
 std::mutex g_mu;
 std::shared_ptr<core::ThreadPool> g_pool;  // null: OpenBLAS threading as configured (no blas_set_threads call)
 int g_threads = 0;
 // Below this many flops a product runs on the calling thread: a handoff costs more than it saves.
 constexpr double kSplitFlops = 4.0e6;
+// A one-row linear layer with at least this many weight bytes is split over the pool (a 768 x 768 weight is
+// 2.25 MiB: ~90 us on one thread).
+constexpr double kSplitGemvBytes = 2.0 * 1024 * 1024;
 // Up to this many rows a linear layer runs as matrix-vector products over cache-sized weight blocks.
 constexpr int64_t kGemvRows = 16;
 
@@ -136,7 +141,7 @@ void linear(const float* x, int64_t rows, int64_t in, const float* weight, const
     return;
   }
   if (rows <= kGemvRows) {
-    // A decode step (one row, or the few rows of batched requests / beams): memory-bound. One row: sgemv.
+    // A decode step (one row, or the few rows of batched requests / beams): memory-bound. One row: cpu/gemv.h.
     // Several rows: one small GEMM per cache-sized block of weight rows, so the weight is streamed from memory
     // once and packed block by block while it is in cache (one GEMM over the whole weight packs -- copies -- all
     // of it first: an 8-row batch of the official decoder took 67 ms that way in the addon, 45 ms with per-block
@@ -149,13 +154,22 @@ void linear(const float* x, int64_t rows, int64_t in, const float* weight, const
     to_blas_int(out, "out");
     std::shared_ptr<core::ThreadPool> pool = gemm_pool();
     const int64_t parts = pool ? pool->size() : 1;
-    // Output rows per block: ~256 KB of weight (an L2 share), a multiple of 16.
-    const int64_t block = std::max<int64_t>(16, (int64_t(256) * 1024 / (4 * in)) / 16 * 16);
-    auto gemv_rows = [&](int64_t o0, int64_t o1) {
-      if (rows == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, int(o1 - o0), iin, 1.f, weight + o0 * in, iin, x, 1, beta, y + o0, 1);
+    if (rows == 1) {
+      // One row: our streaming GEMV (cpu/gemv.h). Weights of at least kSplitGemvBytes are split over the pool in
+      // ~4 chunks per thread of whole 16-row blocks; the calling thread starts at once and takes chunks until none
+      // is left, so a worker that wakes late (a busy core) costs the wake-up call and at most one chunk of waiting.
+      auto rows_of = [&](int64_t o0, int64_t o1) { gemv_accumulate(weight + o0 * in, in, o1 - o0, x, y + o0); };
+      if (parts == 1 || 4.0 * double(out) * double(in) < kSplitGemvBytes) {
+        rows_of(0, out);
         return;
       }
+      const int64_t blocks = (out + 15) / 16;
+      pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { rows_of(b0 * 16, std::min(out, b1 * 16)); });
+      return;
+    }
+    // Several rows: output rows per block ~256 KB of weight (an L2 share), a multiple of 16.
+    const int64_t block = std::max<int64_t>(16, (int64_t(256) * 1024 / (4 * in)) / 16 * 16);
+    auto gemm_rows = [&](int64_t o0, int64_t o1) {
       for (int64_t b0 = o0; b0 < o1; b0 += block) {
         const int64_t b1 = std::min(o1, b0 + block);
         raw_sgemm(false, true, int(rows), int(b1 - b0), iin, 1.f, x, to_blas_int(ldx, "ldx"), weight + b0 * in, iin,
@@ -163,7 +177,7 @@ void linear(const float* x, int64_t rows, int64_t in, const float* weight, const
       }
     };
     if (parts == 1 || 2.0 * double(out) * double(in) < kSplitFlops || out < 64 * parts) {
-      gemv_rows(0, out);
+      gemm_rows(0, out);
       return;
     }
     // Output rows split over the pool: each thread streams its own slice of the weight.
@@ -171,7 +185,7 @@ void linear(const float* x, int64_t rows, int64_t in, const float* weight, const
     pool->parallel_for(parts, 1, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t o0 = p * chunk, o1 = std::min(out, o0 + chunk);
-        if (o0 < o1) gemv_rows(o0, o1);
+        if (o0 < o1) gemm_rows(o0, o1);
       }
     });
     return;

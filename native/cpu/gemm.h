@@ -8,9 +8,10 @@ namespace pixelllm::cpu {
 
 // GEMM thread count (process-wide). Set it to the pool size once per process/pipeline load. N > 1 makes OpenBLAS
 // single-threaded and splits every large enough product over this module's own N-thread pool (the caller is one
-// of the N); its workers sleep on a condition variable between products (never spin), so with the policy of
+// of the N); its workers poll ~100 us for the next product, then sleep (core/thread_pool.h), so with the policy of
 // core/thread_pool.h (GEMMs only from the request thread, never inside a parallel_for) at most N threads compute.
-// Products under ~4 MFLOP (a decode step's small GEMVs) run on the calling thread. Without a call, OpenBLAS
+// Products under ~4 MFLOP run on the calling thread, except one-row products (a decode step) with >= 2 MiB of
+// weight, which are split too (linear() below). Without a call, OpenBLAS
 // threads itself as configured by its environment.
 void blas_set_threads(int threads);
 int blas_threads();

@@ -5,6 +5,7 @@
 #include "core/thread_pool.h"
 #include "cpu/activations.h"
 #include "cpu/gemm.h"
+#include "cpu/gemv.h"
 #include "cpu/norm.h"
 #include "cpu/softmax.h"
 #include "tests/test.h"
@@ -75,6 +76,39 @@ TEST(gemm_linear_torch_layout) {
   }
   cpu::blas_set_threads(2);
   CHECK(cpu::blas_threads() >= 1);
+}
+
+// The decode step's GEMV: every tail of its 64-wide main loop and 16-wide loop, and one-row linear layers large
+// enough to be split over the gemm pool (>= 2 MiB of weight) give the same numbers as unsplit ones.
+TEST(gemv_tails_and_split_linear) {
+  Rng rng(3);
+  for (int64_t in : {1, 15, 16, 17, 63, 64, 65, 100, 768}) {
+    const int64_t out = 7;
+    auto x = rng.vec(in), w = rng.vec(out * in), y = rng.vec(out);
+    std::vector<double> ref(out);
+    for (int64_t o = 0; o < out; ++o) {
+      double s = y[o];
+      for (int64_t i = 0; i < in; ++i) s += double(w[o * in + i]) * x[i];
+      ref[o] = s;
+    }
+    cpu::gemv_accumulate(w.data(), in, out, x.data(), y.data());
+    CHECK_REL_L2(y.data(), ref.data(), out, 1e-6);
+  }
+  const int64_t in = 300, out = 2000 + 5;  // 2.3 MiB: split; 5 rows past the last 16-row block
+  auto x = rng.vec(in), w = rng.vec(out * in), b = rng.vec(out);
+  std::vector<double> ref(out);
+  for (int64_t o = 0; o < out; ++o) {
+    double s = b[o];
+    for (int64_t i = 0; i < in; ++i) s += double(w[o * in + i]) * x[i];
+    ref[o] = s;
+  }
+  for (int threads : {1, 2, 3}) {
+    cpu::blas_set_threads(threads);
+    std::vector<float> y(out, std::numeric_limits<float>::quiet_NaN());
+    cpu::linear(x.data(), 1, in, w.data(), b.data(), out, y.data());
+    CHECK_REL_L2(y.data(), ref.data(), out, 1e-6);
+  }
+  cpu::blas_set_threads(2);
 }
 
 TEST(layer_norm_and_fused_residual) {

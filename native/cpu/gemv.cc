@@ -1,0 +1,47 @@
+#include "cpu/gemv.h"
+
+#include "cpu/simd.h"
+
+namespace pixelllm::cpu {
+
+using namespace simd;
+
+namespace {
+// Prefetch distance in floats (8 KB): measured best of 1-16 KB for rows of 768 and 3072 floats.
+constexpr int64_t kPrefetchAhead = 2048;
+}  // namespace
+
+PIXELLLM_SIMD_CLONES void gemv_accumulate(const float* w, int64_t in, int64_t out, const float* x, float* y) {
+  for (int64_t o = 0; o < out; ++o) {
+    const float* wr = w + o * in;
+    vf a0 = vf{}, a1 = vf{}, a2 = vf{}, a3 = vf{};
+    int64_t i = 0;
+    for (; i + 4 * kLanes <= in; i += 4 * kLanes) {
+      __builtin_prefetch(wr + i + kPrefetchAhead, 0, 0);
+      vf w0, w1, w2, w3, x0, x1, x2, x3;
+      load(w0, wr + i);
+      load(w1, wr + i + kLanes);
+      load(w2, wr + i + 2 * kLanes);
+      load(w3, wr + i + 3 * kLanes);
+      load(x0, x + i);
+      load(x1, x + i + kLanes);
+      load(x2, x + i + 2 * kLanes);
+      load(x3, x + i + 3 * kLanes);
+      a0 += w0 * x0;
+      a1 += w1 * x1;
+      a2 += w2 * x2;
+      a3 += w3 * x3;
+    }
+    for (; i + kLanes <= in; i += kLanes) {
+      vf w0, x0;
+      load(w0, wr + i);
+      load(x0, x + i);
+      a0 += w0 * x0;
+    }
+    float s = hsum((a0 + a1) + (a2 + a3));
+    for (; i < in; ++i) s += wr[i] * x[i];
+    y[o] += s;
+  }
+}
+
+}  // namespace pixelllm::cpu
