@@ -12,8 +12,8 @@
 //   attn                 cpu::attention vs per-head BLAS attention on the encoder shapes (GFLOP/s)
 //   gemmsplit            cpu::linear (OpenBLAS threads) vs weight rows split over the pool (OpenBLAS 1 thread)
 //   roofline             this machine's limits for the bounds in bench/README.md: FMA GFLOP/s with every
-//                        thread (register-only loop), weight-read GB/s of cpu::gemv_accumulate over 512 MB with
-//                        1 and THREADS threads, and the weight bytes one decode step reads
+//                        thread (register-only loop), memory-read GB/s over 512 MB with 1 and THREADS threads
+//                        (a plain streaming sum, and our GEMV), and the weight bytes one decode step reads
 //   rss                  peak resident set size (MB)
 //   quit
 #include <sys/resource.h>
@@ -103,6 +103,22 @@ PIXELLLM_SIMD_CLONES double fma_loop(int64_t iters) {
   return cpu::simd::hsum(s);
 }
 
+// Sum of n floats (n a multiple of 64), four 16-lane accumulators: a pure streaming read.
+PIXELLLM_SIMD_CLONES float stream_sum(const float* p, int64_t n) {
+  using cpu::simd::vf;
+  vf a0 = vf{}, a1 = vf{}, a2 = vf{}, a3 = vf{};
+  for (int64_t i = 0; i + 64 <= n; i += 64) {
+    vf v0, v1, v2, v3;
+    cpu::simd::load(v0, p + i);
+    cpu::simd::load(v1, p + i + 16);
+    cpu::simd::load(v2, p + i + 32);
+    cpu::simd::load(v3, p + i + 48);
+    a0 += v0; a1 += v1; a2 += v2; a3 += v3;
+  }
+  const vf s = (a0 + a1) + (a2 + a3);
+  return cpu::simd::hsum(s);
+}
+
 // Runs fn(t) on `threads` threads at once (t = 0..threads-1); returns the wall time in ms.
 template <class F>
 double on_threads(int threads, F&& fn) {
@@ -122,22 +138,28 @@ std::string roofline(const bench::BenchModel& m, int threads) {
   volatile double sink = 0;
   for (int r = 0; r < 3; ++r) best_ms = std::min(best_ms, on_threads(threads, [&](int) { sink = sink + fma_loop(iters); }));
   const double fma_gflops = threads * 16.0 * 2 * 12 * double(iters) / (best_ms * 1e6);
-  // Weight read: y += W x over a 512 MB W (far above the caches), 1 and `threads` threads on disjoint halves.
+  // Memory read over a 512 MB buffer (far above the caches), 1 and `threads` threads on disjoint halves: a plain
+  // streaming sum (the ceiling any weight-streaming kernel can reach) and cpu::gemv_accumulate (ours, y += W x).
   const int64_t in = 768, out = (int64_t(512) << 20) / (4 * in);
   core::AlignedVector<float> w(size_t(out * in), 0.001f), x(size_t(in), 1.f), y{};
   y.resize(size_t(out));
-  auto read_gbs = [&](int n) {
+  auto read_gbs = [&](int n, bool gemv) {
     double best = 1e30;
     for (int r = 0; r < 3; ++r)
       best = std::min(best, on_threads(n, [&](int t) {
         const int64_t o0 = out * t / n, o1 = out * (t + 1) / n;
-        cpu::gemv_accumulate(w.data() + o0 * in, in, o1 - o0, x.data(), y.data() + o0);
+        if (gemv)
+          cpu::gemv_accumulate(w.data() + o0 * in, in, o1 - o0, x.data(), y.data() + o0);
+        else
+          y[size_t(o0)] += stream_sum(w.data() + o0 * in, (o1 - o0) * in);
       }));
     return 4.0 * double(out) * in / (best * 1e6);
   };
-  const double gbs1 = read_gbs(1), gbsn = read_gbs(threads);
+  const double gbs1 = read_gbs(1, false), gbsn = read_gbs(threads, false);
+  const double gemv1 = read_gbs(1, true), gemvn = read_gbs(threads, true);
   os << "{\"fma_peak_gflops\":" << num(fma_gflops) << ",\"read_gbs_1\":" << num(gbs1) << ",\"read_gbs_n\":"
-     << num(gbsn) << ",\"step_weight_bytes\":" << num(m.step_weight_bytes()) << "}";
+     << num(gbsn) << ",\"gemv_gbs_1\":" << num(gemv1) << ",\"gemv_gbs_n\":" << num(gemvn)
+     << ",\"step_weight_bytes\":" << num(m.step_weight_bytes()) << "}";
   return os.str();
 }
 

@@ -1,7 +1,7 @@
 // Matrix-vector product for the decode step: y (out) += W (out, in) @ x (in), W row-major (torch layout).
-// Memory-bound: it streams W once, row after row (the order it lies in memory), with a software prefetch
-// 8 KB ahead, so one thread reads the weight at ~25-30 GB/s on the CI VM where OpenBLAS 0.3.21's sgemv (rows
-// of 768 floats) reached ~15 GB/s. Compiled for AVX-512, AVX2 and the baseline (ifunc, see simd.h).
+// Memory-bound: it streams W once, row after row (the order it lies in memory), so one thread reads the weight
+// at the machine's streaming-read bandwidth (~31 GB/s on the CI VM, bench `roofline`) where OpenBLAS 0.3.21's
+// sgemv (rows of 768 floats) reached ~15 GB/s. Compiled for AVX-512, AVX2 and the baseline (ifunc, see simd.h).
 #pragma once
 
 #include <cstdint>
