@@ -147,11 +147,14 @@ std::string roofline(const bench::BenchModel& m, int threads) {
     double best = 1e30;
     for (int r = 0; r < 3; ++r)
       best = std::min(best, on_threads(n, [&](int t) {
-        const int64_t o0 = out * t / n, o1 = out * (t + 1) / n;
-        if (gemv)
-          cpu::gemv_accumulate(w.data() + o0 * in, in, o1 - o0, x.data(), y.data() + o0);
-        else
-          y[size_t(o0)] += stream_sum(w.data() + o0 * in, (o1 - o0) * in);
+        // Interleaved 16-row chunks (thread t takes chunks t, t + n, ...), as the step splits its products.
+        for (int64_t o0 = 16 * t; o0 < out; o0 += 16 * n) {
+          const int64_t o1 = std::min(out, o0 + 16);
+          if (gemv)
+            cpu::gemv_accumulate(w.data() + o0 * in, in, o1 - o0, x.data(), y.data() + o0);
+          else
+            y[size_t(o0)] += stream_sum(w.data() + o0 * in, (o1 - o0) * in);
+        }
       }));
     return 4.0 * double(out) * in / (best * 1e6);
   };
