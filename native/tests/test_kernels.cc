@@ -108,6 +108,38 @@ TEST(gemv_tails_and_split_linear) {
     cpu::linear(x.data(), 1, in, w.data(), b.data(), out, y.data());
     CHECK_REL_L2(y.data(), ref.data(), out, 1e-6);
   }
+  // Several rows, strided in and out (2-4 rows take gemv_rows_accumulate for this 2.3 MiB weight, 5 the
+  // per-block GEMMs), accumulating into y.
+  for (int64_t rows : {2, 3, 4, 5}) {
+    const int64_t ldx = in + 7, ldy = out + 3;
+    auto xs = rng.vec(rows * ldx), y0 = rng.vec(rows * ldy);
+    std::vector<double> want(rows * out);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < out; ++o) {
+        double s = double(y0[r * ldy + o]) + b[o];
+        for (int64_t i = 0; i < in; ++i) s += double(w[o * in + i]) * xs[r * ldx + i];
+        want[r * out + o] = s;
+      }
+    for (int threads : {1, 2}) {
+      cpu::blas_set_threads(threads);
+      std::vector<float> y = y0;
+      cpu::linear(xs.data(), rows, in, w.data(), b.data(), out, y.data(), /*accumulate=*/true, ldx, ldy);
+      std::vector<float> got(rows * out);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t o = 0; o < out; ++o) got[r * out + o] = y[r * ldy + o];
+      CHECK_REL_L2(got.data(), want.data(), rows * out, 1e-6);
+      for (int64_t r = 0; r < rows; ++r) CHECK_EQ(y[r * ldy + out], y0[r * ldy + out]);  // padding untouched
+    }
+    std::vector<float> rows_y(rows * 5), rows_want(rows * 5);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < 5; ++o) {
+        double s = 0;
+        for (int64_t i = 0; i < in; ++i) s += double(w[o * in + i]) * xs[r * ldx + i];
+        rows_want[r * 5 + o] = float(s);
+      }
+    cpu::gemv_rows_accumulate(w.data(), in, 5, xs.data(), ldx, rows, rows_y.data(), 5);
+    for (int64_t i = 0; i < rows * 5; ++i) CHECK_NEAR(rows_y[i], rows_want[i], 1e-4);
+  }
   cpu::blas_set_threads(2);
 }
 
