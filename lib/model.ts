@@ -232,14 +232,22 @@ export class PixelLLM implements AsyncDisposable {
 
   private generation(
     input: ImageInput | EncodedImage,
-    request: { task: 'caption' | 'describe'; box?: NativeBox },
+    request: () => { task: 'caption' | 'describe'; box?: NativeBox },
     options: GenerateOptions,
   ): Generation {
-    this.checkMaxTokens(options.maxTokens);
-    checkOptionalInt('beams', options.beams, 1, 16);
-    // A disposed model is reported by the Generation (track() rejects: `.result` rejects, the first iteration
-    // throws), the same DisposedError the promise-returning calls reject with; nothing throws synchronously.
-    const context = this.contextFor(request.task, options.prompt);
+    // Bad arguments and a disposed model are reported by the Generation (`.result` rejects, the first iteration
+    // throws), with the same typed errors the promise-returning calls reject with; nothing throws synchronously.
+    let checked: { request: { task: 'caption' | 'describe'; box?: NativeBox }; context: number[] | undefined };
+    try {
+      this.checkMaxTokens(options.maxTokens);
+      checkOptionalInt('beams', options.beams, 1, 16);
+      const req = request();
+      checked = { request: req, context: this.contextFor(req.task, options.prompt) };
+    } catch (err) {
+      return new GenerationStream({ run: () => Promise.reject(err), cancel: () => undefined }, options.signal);
+    }
+    const { context } = checked;
+    const req = checked.request;
     const token = new (loadNative().CancelToken)();
     return new GenerationStream(
       {
@@ -249,7 +257,7 @@ export class PixelLLM implements AsyncDisposable {
           const events: TokenEvent[] = [];
           const result = await native.generate(
             features,
-            { ...request, contextTokens: context && Int32Array.from(context), maxTokens: options.maxTokens, beams: options.beams },
+            { ...req, contextTokens: context && Int32Array.from(context), maxTokens: options.maxTokens, beams: options.beams },
             (e) => {
               const event = toEvent(e, stream.push(e.token));
               events.push(event);
@@ -274,12 +282,12 @@ export class PixelLLM implements AsyncDisposable {
 
   /** Captions the whole image; stream the words (with their points) or await `.result`. */
   caption(input: ImageInput | EncodedImage, options: GenerateOptions = {}): Generation {
-    return this.generation(input, { task: 'caption' }, options);
+    return this.generation(input, () => ({ task: 'caption' }), options);
   }
 
   /** Captions the region `box` ([x0, y0, x1, y1] pixels). */
   describe(input: ImageInput | EncodedImage, box: Box, options: GenerateOptions = {}): Generation {
-    return this.generation(input, { task: 'describe', box: toNativeBox(box) }, options);
+    return this.generation(input, () => ({ task: 'describe', box: toNativeBox(box) }), options);
   }
 
   /** Finds the region a referring expression names: its box, and with `mask: true` its SAM mask. */

@@ -93,7 +93,7 @@ describe('model API', function () {
   it('continues from a task prompt', async () => {
     const r = await model.caption(image, { prompt: 'a' }).result;
     assert.ok(r.tokens.length > 0);
-    assert.throws(() => model.caption(image, { prompt: ' ' }), InvalidTextError);
+    await assert.rejects(model.caption(image, { prompt: ' ' }).result, InvalidTextError);
   });
 
   it('runs concurrent calls on one model', async () => {
@@ -119,9 +119,22 @@ describe('model API', function () {
     await assert.rejects(model.segment(image, [0, 0, W + 1, 10]), InvalidBoxError);
     await assert.rejects(model.segment(image, [10, 10, 5, 20]), InvalidBoxError);
     await assert.rejects(model.segment(image, [0, 0, NaN, 10]), InvalidBoxError);
-    assert.throws(() => model.describe(image, [1, 2, 3] as never), InvalidBoxError);
+    await assert.rejects(model.describe(image, [1, 2, 3] as never).result, InvalidBoxError);
+    await assert.rejects(model.describe(image, [0, 0, NaN, 10]).result, InvalidBoxError);
     await assert.rejects(model.refer(image, '   '), InvalidTextError);
-    assert.throws(() => model.caption(image, { maxTokens: -1 }), { code: 'INVALID_ARGUMENT' });
+    await assert.rejects(model.caption(image, { maxTokens: -1 }).result, { code: 'INVALID_ARGUMENT' });
+    await assert.rejects(model.caption(image, { beams: 0 }).result, { code: 'INVALID_ARGUMENT' });
+  });
+
+  it('reports bad generation arguments through the Generation, never by a synchronous throw', async () => {
+    let gen: ReturnType<typeof model.caption> | undefined;
+    assert.doesNotThrow(() => {
+      gen = model.caption(image, { maxTokens: 4096 });
+    });
+    await assert.rejects(gen!.result, { code: 'LIMIT_EXCEEDED' });
+    await assert.rejects(async () => {
+      for await (const _ of model.describe(image, [5, 5, 1, 1])) assert.fail('no event expected');
+    }, InvalidBoxError);
   });
 
   it('validates every argument in the addon', async () => {
