@@ -695,7 +695,7 @@ def export_group(group: str, cfg: dict, mods: dict, path: str | Path, opset: int
 def export_all(cfg: dict, tensors: dict[str, np.ndarray], out_dir: str | Path, fp16: bool = False,
                opset: int = OPSET, groups=None) -> dict[str, Path]:
     """Writes <group>.onnx (or <group>.fp16.onnx) for every group (default: model_groups(cfg)) +
-    onnx_manifest.json; returns the paths."""
+    onnx_manifest.json (or onnx_manifest.fp16.json); returns the paths."""
     groups = model_groups(cfg) if groups is None else tuple(groups)
     missing = [g for g in groups if g in OPTIONAL_GROUPS and g not in cfg]
     if missing:
@@ -720,7 +720,8 @@ def export_all(cfg: dict, tensors: dict[str, np.ndarray], out_dir: str | Path, f
             "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output]}
         paths[group] = path
-    (out / "onnx_manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    # One manifest per precision (an fp16 export next to the fp32 one must not overwrite its manifest).
+    (out / ("onnx_manifest.fp16.json" if fp16 else "onnx_manifest.json")).write_text(json.dumps(manifest, indent=1) + "\n")
     return paths
 
 

@@ -320,6 +320,11 @@ def test_cli_writes_all_graphs(tmp_path):
     assert set(man["graphs"]) == {"prompt_adapter", "decoder_step"} and man["opset"] == E.OPSET
     step = onnx.load(str(tmp_path / "onnx" / "decoder_step.onnx"))
     assert [i.name for i in step.graph.input][:4] == ["tokens", "position", "image_hw", "past_key_bias"]
+    # An fp16 export into the same folder writes its own manifest and leaves the fp32 one alone.
+    assert E.main([str(tmp_path / "model"), str(tmp_path / "onnx"), "--groups", "prompt_adapter", "--fp16"]) == 0
+    man16 = json.loads((tmp_path / "onnx" / "onnx_manifest.fp16.json").read_text())
+    assert man16["precision"] == "fp16" and set(man16["graphs"]) == {"prompt_adapter"}
+    assert json.loads((tmp_path / "onnx" / "onnx_manifest.json").read_text()) == man
     with pytest.raises(SystemExit):
         E.main([str(tmp_path / "model"), str(tmp_path / "x"), "--groups", "nope"])
 
