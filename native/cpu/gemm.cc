@@ -68,6 +68,8 @@ void blas_set_threads(int threads) {
   g_threads = threads;
 }
 
+std::shared_ptr<core::ThreadPool> blas_pool() { return gemm_pool(); }
+
 int blas_threads() {
   std::lock_guard<std::mutex> lock(g_mu);
   return g_threads > 0 ? g_threads : openblas_get_num_threads();

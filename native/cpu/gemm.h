@@ -3,6 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+
+namespace pixelllm::core {
+class ThreadPool;
+}
 
 namespace pixelllm::cpu {
 
@@ -15,6 +20,9 @@ namespace pixelllm::cpu {
 // threads itself as configured by its environment.
 void blas_set_threads(int threads);
 int blas_threads();
+// The GEMM pool (null without blas_set_threads(N > 1)), for other products that follow the same policy
+// (cpu/packed_linear.h).
+std::shared_ptr<core::ThreadPool> blas_pool();
 
 // C = alpha * op(A) @ op(B) + beta * C, row-major; op(A) is (m,k), op(B) is (k,n). LIMIT_EXCEEDED when a size
 // does not fit cblas' int.

@@ -122,17 +122,19 @@ GitDecoder::GitDecoder(const GitDecoderConfig& c, const core::SafeTensors& w) : 
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string l = p + "encoder.layer." + std::to_string(i) + ".";
     Layer L;
-    L.qkv_w = concat_rows(w.get(l + "attention.self.query.weight", {d, d}), w.get(l + "attention.self.key.weight", {d, d}),
-                          w.get(l + "attention.self.value.weight", {d, d}));
+    const Tensor qkv = concat_rows(w.get(l + "attention.self.query.weight", {d, d}),
+                                   w.get(l + "attention.self.key.weight", {d, d}),
+                                   w.get(l + "attention.self.value.weight", {d, d}));
+    L.qkv_w = cpu::PackedWeight::pack(qkv.data(), 3 * d, d);
     L.qkv_b = concat_rows(w.get(l + "attention.self.query.bias", {d}), w.get(l + "attention.self.key.bias", {d}),
                           w.get(l + "attention.self.value.bias", {d}));
-    L.out_w = w.get(l + "attention.output.dense.weight", {d, d});
+    L.out_w = cpu::PackedWeight::pack(w.get(l + "attention.output.dense.weight", {d, d}));
     L.out_b = w.get(l + "attention.output.dense.bias", {d});
     L.ln1_g = w.get(l + "attention.output.LayerNorm.weight", {d});
     L.ln1_b = w.get(l + "attention.output.LayerNorm.bias", {d});
-    L.inter_w = w.get(l + "intermediate.dense.weight", {ff, d});
+    L.inter_w = cpu::PackedWeight::pack(w.get(l + "intermediate.dense.weight", {ff, d}));
     L.inter_b = w.get(l + "intermediate.dense.bias", {ff});
-    L.out2_w = w.get(l + "output.dense.weight", {d, ff});
+    L.out2_w = cpu::PackedWeight::pack(w.get(l + "output.dense.weight", {d, ff}));
     L.out2_b = w.get(l + "output.dense.bias", {d});
     L.ln2_g = w.get(l + "output.LayerNorm.weight", {d});
     L.ln2_b = w.get(l + "output.LayerNorm.bias", {d});
@@ -140,7 +142,7 @@ GitDecoder::GitDecoder(const GitDecoderConfig& c, const core::SafeTensors& w) : 
   }
   PIXELLLM_CHECK(!w.has(p + "encoder.layer." + std::to_string(c.num_layers) + ".attention.self.query.weight"),
                  ConfigMismatch, "git_decoder: the weights have more layers than config num_layers");
-  out_w_ = w.get(p + "output.weight", {v, d});
+  out_w_ = cpu::PackedWeight::pack(w.get(p + "output.weight", {v, d}));
   out_b_ = w.get(p + "output.bias", {v});
 }
 
@@ -175,12 +177,12 @@ void GitDecoder::embed(const int32_t* tokens, int n, int start, float* out) cons
 void GitDecoder::finish_layer(const Layer& L, Rows& b, int rows) const {
   const int d = cfg_.hidden_size, ff = cfg_.intermediate_size;
   // a = LN1(x + dense(ctx))
-  cpu::linear(b.ctx.data(), rows, d, L.out_w.data(), L.out_b.data(), d, b.x.data(), /*accumulate=*/true);
+  cpu::linear(b.ctx.data(), rows, L.out_w, L.out_b.data(), b.x.data(), /*accumulate=*/true);
   cpu::layer_norm(b.x.data(), rows, d, L.ln1_g.data(), L.ln1_b.data(), cfg_.attention_ln_eps, b.att.data());
   // x = LN2(a + W2 gelu(W1 a))
-  cpu::linear(b.att.data(), rows, d, L.inter_w.data(), L.inter_b.data(), ff, b.inter.data());
+  cpu::linear(b.att.data(), rows, L.inter_w, L.inter_b.data(), b.inter.data());
   cpu::gelu(b.inter.data(), static_cast<int64_t>(rows) * ff);
-  cpu::linear(b.inter.data(), rows, ff, L.out2_w.data(), L.out2_b.data(), d, b.att.data(), /*accumulate=*/true);
+  cpu::linear(b.inter.data(), rows, L.out2_w, L.out2_b.data(), b.att.data(), /*accumulate=*/true);
   cpu::layer_norm(b.att.data(), rows, d, L.ln2_g.data(), L.ln2_b.data(), cfg_.output_ln_eps, b.x.data());
 }
 
@@ -215,7 +217,7 @@ void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visu
   float* sc = s.scores.data();
   for (int li = 0; li < cfg_.num_layers; ++li) {
     const Layer& L = layers_[li];
-    cpu::linear(x, P, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, s.b.qkv.data());
+    cpu::linear(x, P, L.qkv_w, L.qkv_b.data(), s.b.qkv.data());
     for (int r = 0; r < P; ++r) {
       const float* row = s.b.qkv.data() + static_cast<int64_t>(r) * 3 * d;
       s.prefix.write(li, r, row + d, row + 2 * d);
@@ -287,7 +289,7 @@ void GitDecoder::step(TextDecoderState& base, const int32_t* tokens, float* logi
   for (int i = 0; i < n; ++i) embed(tokens + i, 1, pos, x + static_cast<int64_t>(i) * d);  // same position each
   for (int li = 0; li < cfg_.num_layers; ++li) {
     const Layer& L = layers_[li];
-    cpu::linear(x, n, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, s.b.qkv.data());
+    cpu::linear(x, n, L.qkv_w, L.qkv_b.data(), s.b.qkv.data());
     for (int r = 0; r < n; ++r)
       attend_text_row(li, s, r, s.b.qkv.data() + static_cast<int64_t>(r) * 3 * d,
                       s.b.ctx.data() + static_cast<int64_t>(r) * d);
@@ -296,7 +298,7 @@ void GitDecoder::step(TextDecoderState& base, const int32_t* tokens, float* logi
   advance(s.seqs.data(), n, pos);
   s.set_position(pos + 1);
   if (hidden) std::memcpy(hidden, x, static_cast<size_t>(n) * d * sizeof(float));
-  if (logits) cpu::linear(x, n, d, out_w_.data(), out_b_.data(), cfg_.vocab_size, logits);
+  if (logits) cpu::linear(x, n, out_w_, out_b_.data(), logits);
 }
 
 std::unique_ptr<TextDecoderWorkspace> GitDecoder::new_workspace(int max_rows) const {
@@ -335,7 +337,7 @@ void GitDecoder::step_rows(TextDecoderState* const* states, int count, const int
   }
   for (int li = 0; li < cfg_.num_layers; ++li) {
     const Layer& L = layers_[li];
-    cpu::linear(x, total, d, L.qkv_w.data(), L.qkv_b.data(), 3 * d, b.qkv.data());  // one GEMM over all rows
+    cpu::linear(x, total, L.qkv_w, L.qkv_b.data(), b.qkv.data());  // one product over all rows
     for (int i = 0, row = 0; i < count; ++i) {
       State& s = static_cast<State&>(*states[i]);
       for (int r = 0; r < s.num_sequences(); ++r, ++row)
@@ -350,7 +352,7 @@ void GitDecoder::step_rows(TextDecoderState* const* states, int count, const int
     s.set_position(s.position() + 1);
   }
   if (hidden) std::memcpy(hidden, x, static_cast<size_t>(total) * d * sizeof(float));
-  if (logits) cpu::linear(x, total, d, out_w_.data(), out_b_.data(), cfg_.vocab_size, logits);
+  if (logits) cpu::linear(x, total, out_w_, out_b_.data(), logits);
 }
 
 void GitDecoder::reorder(TextDecoderState& base, const int* parents) const {

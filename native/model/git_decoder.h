@@ -19,6 +19,7 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "cpu/packed_linear.h"
 #include "model/text_decoder.h"
 
 namespace pixelllm::model {
@@ -60,10 +61,13 @@ class GitDecoder final : public TextDecoder {
                int n_tokens, float* logits, float* hidden) const override;
 
  private:
+  // The decode-step weights are packed once at load (cpu/packed_linear.h); biases and norms stay tensors.
   struct Layer {
-    core::Tensor qkv_w, qkv_b;  // (3D, D), (3D): query rows, then key rows, then value rows
-    core::Tensor out_w, out_b, ln1_g, ln1_b;
-    core::Tensor inter_w, inter_b, out2_w, out2_b, ln2_g, ln2_b;
+    cpu::PackedWeight qkv_w;  // (3D, D): query rows, then key rows, then value rows
+    core::Tensor qkv_b;       // (3D)
+    cpu::PackedWeight out_w, inter_w, out2_w;
+    core::Tensor out_b, ln1_g, ln1_b;
+    core::Tensor inter_b, out2_b, ln2_g, ln2_b;
   };
   struct Rows;       // activations of a set of rows (x, qkv, ctx, att, inter)
   class State;
@@ -82,7 +86,8 @@ class GitDecoder final : public TextDecoder {
   core::Tensor vis_w_, vis_b_, vis_ln_g_, vis_ln_b_;
   core::Tensor word_, pos_, emb_ln_g_, emb_ln_b_;
   std::vector<Layer> layers_;
-  core::Tensor out_w_, out_b_;
+  cpu::PackedWeight out_w_;
+  core::Tensor out_b_;
 };
 
 }  // namespace pixelllm::model

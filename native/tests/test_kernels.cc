@@ -6,6 +6,7 @@
 #include "cpu/activations.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
+#include "cpu/packed_linear.h"
 #include "cpu/norm.h"
 #include "cpu/softmax.h"
 #include "tests/test.h"
@@ -139,6 +140,49 @@ TEST(gemv_tails_and_split_linear) {
       }
     cpu::gemv_rows_accumulate(w.data(), in, 5, xs.data(), ldx, rows, rows_y.data(), 5);
     for (int64_t i = 0; i < rows * 5; ++i) CHECK_NEAR(rows_y[i], rows_want[i], 1e-4);
+  }
+  cpu::blas_set_threads(2);
+}
+
+// Packed-panel linear layers (the text decoders): every panel tail (out not a multiple of 16, odd panel counts),
+// every row blocking (8 / 4 / 1 and their remainders), strides, bias / accumulate, split over the pool or not; and
+// a row's result is bit-identical whatever rows run with it.
+TEST(packed_linear_matches_and_rows_are_independent) {
+  Rng rng(4);
+  for (int64_t out : {1, 16, 37, 48, 70, 2005}) {
+    const int64_t in = out == 2005 ? 300 : 29;  // 2005 x 300: 2.3 MiB, split over the pool
+    auto w = rng.vec(out * in), b = rng.vec(out);
+    const cpu::PackedWeight pw = cpu::PackedWeight::pack(w.data(), out, in);
+    CHECK_EQ(pw.out(), out);
+    CHECK_EQ(pw.panels(), (out + 15) / 16);
+    for (int64_t rows : {1, 2, 3, 5, 8, 13, 17}) {
+      const int64_t ldx = in + 3, ldy = out + 2;
+      auto x = rng.vec(rows * ldx), y0 = rng.vec(rows * ldy);
+      std::vector<double> want(rows * out);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t o = 0; o < out; ++o) {
+          double s = double(y0[r * ldy + o]) + b[o];
+          for (int64_t i = 0; i < in; ++i) s += double(w[o * in + i]) * x[r * ldx + i];
+          want[r * out + o] = s;
+        }
+      for (int threads : {1, 2}) {
+        cpu::blas_set_threads(threads);
+        std::vector<float> y = y0;
+        cpu::linear(x.data(), rows, pw, b.data(), y.data(), /*accumulate=*/true, ldx, ldy);
+        std::vector<float> got(rows * out);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t o = 0; o < out; ++o) got[r * out + o] = y[r * ldy + o];
+          CHECK_EQ(y[r * ldy + out], y0[r * ldy + out]);  // stride padding untouched
+        }
+        CHECK_REL_L2(got.data(), want.data(), rows * out, 1e-6);
+        // Row r alone (no bias, not accumulating) equals its row of the batch minus y0 and bias, bit for bit.
+        const int64_t r = rows - 1;
+        std::vector<float> alone(out, std::numeric_limits<float>::quiet_NaN()), batch(rows * out);
+        cpu::linear(x.data() + r * ldx, 1, pw, nullptr, alone.data());
+        cpu::linear(x.data(), rows, pw, nullptr, batch.data(), false, ldx, 0);
+        for (int64_t o = 0; o < out; ++o) CHECK_EQ(alone[o], batch[r * out + o]);
+      }
+    }
   }
   cpu::blas_set_threads(2);
 }

@@ -1,0 +1,140 @@
+#include "cpu/packed_linear.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "cpu/gemm.h"
+#include "cpu/simd.h"
+
+namespace pixelllm::cpu {
+
+using namespace simd;
+
+namespace {
+
+// Products with at least this much weight, or this many flops, are split over the GEMM pool (as in gemm.cc).
+constexpr double kSplitBytes = 2.0 * 1024 * 1024;
+constexpr double kSplitFlops = 4.0e6;
+
+// y[r * ldy + 16 * k + l] += sum_i P_k[i][l] x[r * ldx + i] for the K panels starting at `p` (16 * K outputs) and
+// R rows; `valid` = outputs of the last panel that exist (16 unless it is the padded tail).
+template <int K, int R>
+PIXELLLM_SIMD_INLINE void panels_rows(const float* p, int64_t in, const float* x, int64_t ldx, float* y, int64_t ldy,
+                                      int valid) {
+  vf acc[K][R];
+  for (int k = 0; k < K; ++k)
+    for (int r = 0; r < R; ++r) acc[k][r] = vf{};
+  const int64_t pstride = in * kLanes;
+  for (int64_t i = 0; i < in; ++i) {
+    vf w[K];
+    for (int k = 0; k < K; ++k) load(w[k], p + k * pstride + i * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const float xv = x[r * ldx + i];
+      for (int k = 0; k < K; ++k) acc[k][r] += w[k] * xv;
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < K; ++k) {
+      float* yr = y + r * ldy + k * kLanes;
+      if (k + 1 < K || valid == kLanes) {
+        vf t;
+        load(t, yr);
+        t += acc[k][r];
+        store(yr, t);
+      } else {
+        for (int l = 0; l < valid; ++l) yr[l] += acc[k][r][l];
+      }
+    }
+}
+
+// Rows in blocks of 8 / 4 / 1 against K panels.
+template <int K>
+PIXELLLM_SIMD_INLINE void panels_all_rows(const float* p, int64_t in, const float* x, int64_t ldx, int64_t rows,
+                                          float* y, int64_t ldy, int valid) {
+  int64_t r = 0;
+  for (; r + 8 <= rows; r += 8) panels_rows<K, 8>(p, in, x + r * ldx, ldx, y + r * ldy, ldy, valid);
+  for (; r + 4 <= rows; r += 4) panels_rows<K, 4>(p, in, x + r * ldx, ldx, y + r * ldy, ldy, valid);
+  for (; r < rows; ++r) panels_rows<K, 1>(p, in, x + r * ldx, ldx, y + r * ldy, ldy, valid);
+}
+
+// Panels [p0, p1) of w for all rows. One row takes 4 panels at a time (4 independent FMA chains), more rows 2.
+PIXELLLM_SIMD_CLONES void panel_range(const float* w, int64_t in, int64_t out, int64_t p0, int64_t p1, const float* x,
+                                      int64_t ldx, int64_t rows, float* y, int64_t ldy) {
+  const int64_t last = (out + kLanes - 1) / kLanes - 1;
+  const int tail = static_cast<int>(out - last * kLanes);
+  const int64_t step = rows == 1 ? 4 : 2;
+  int64_t p = p0;
+  for (; p + step <= p1; p += step) {
+    const float* pp = w + p * in * kLanes;
+    const int valid = p + step - 1 == last ? tail : kLanes;
+    if (step == 4)
+      panels_all_rows<4>(pp, in, x, ldx, rows, y + p * kLanes, ldy, valid);
+    else
+      panels_all_rows<2>(pp, in, x, ldx, rows, y + p * kLanes, ldy, valid);
+  }
+  for (; p < p1; ++p)
+    panels_all_rows<1>(w + p * in * kLanes, in, x, ldx, rows, y + p * kLanes, ldy, p == last ? tail : kLanes);
+}
+
+}  // namespace
+
+PackedWeight PackedWeight::pack(const float* w, int64_t out, int64_t in) {
+  PIXELLLM_CHECK(w != nullptr && out > 0 && in > 0, InvalidArgument,
+                 "packed_linear: weight (" + std::to_string(out) + ", " + std::to_string(in) + ") is empty");
+  PackedWeight p;
+  p.out_ = out;
+  p.in_ = in;
+  const int64_t panels = (out + kLanes - 1) / kLanes;
+  p.data_ = core::Tensor::zeros({panels, in, kLanes});
+  float* d = p.data_.data();
+  for (int64_t o = 0; o < out; ++o) {
+    const float* row = w + o * in;
+    float* dst = d + (o / kLanes) * in * kLanes + o % kLanes;
+    for (int64_t i = 0; i < in; ++i) dst[i * kLanes] = row[i];
+  }
+  return p;
+}
+
+PackedWeight PackedWeight::pack(const core::Tensor& w) {
+  PIXELLLM_CHECK(w.ndim() == 2, InvalidArgument, "packed_linear: weight must be 2-D, got " + core::shape_str(w.shape()));
+  return pack(w.data(), w.shape()[0], w.shape()[1]);
+}
+
+void linear(const float* x, int64_t rows, const PackedWeight& w, const float* bias, float* y, bool accumulate,
+            int64_t ldx, int64_t ldy) {
+  const int64_t in = w.in(), out = w.out();
+  if (ldx == 0) ldx = in;
+  if (ldy == 0) ldy = out;
+  if (rows <= 0 || out == 0) return;
+  PIXELLLM_CHECK(ldx >= in && ldy >= out, InvalidArgument, "packed_linear: row strides smaller than the rows");
+  for (int64_t r = 0; r < rows; ++r) {
+    float* yr = y + r * ldy;
+    if (!accumulate) {
+      if (bias)
+        std::memcpy(yr, bias, static_cast<size_t>(out) * sizeof(float));
+      else
+        std::memset(yr, 0, static_cast<size_t>(out) * sizeof(float));
+    } else if (bias) {
+      for (int64_t j = 0; j < out; ++j) yr[j] += bias[j];
+    }
+  }
+  const int64_t panels = w.panels();
+  std::shared_ptr<core::ThreadPool> pool = blas_pool();
+  const bool split = pool && pool->size() > 1 &&
+                     (4.0 * double(out) * double(in) >= kSplitBytes || 2.0 * double(rows) * out * in >= kSplitFlops);
+  if (!split) {
+    panel_range(w.data(), in, out, 0, panels, x, ldx, rows, y, ldy);
+    return;
+  }
+  // Chunks of 4 panels (64 outputs; ~4 chunks per thread for large weights), claimed dynamically: the calling
+  // thread starts at once, a late worker only takes what is left.
+  const int64_t groups = (panels + 3) / 4;
+  pool->parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+    panel_range(w.data(), in, out, g0 * 4, std::min(panels, g1 * 4), x, ldx, rows, y, ldy);
+  });
+}
+
+}  // namespace pixelllm::cpu
