@@ -135,19 +135,19 @@ T5::T5(const T5Config& c, const core::SafeTensors& w) : cfg_(c), inner_(c.num_he
     Attention a;
     Tensor q = w.get(p + ".q.weight", {in, d}), k = w.get(p + ".k.weight", {in, d}), vv = w.get(p + ".v.weight", {in, d});
     if (self) {
-      a.qkv_w = concat({q, k, vv});
+      a.qkv_w = cpu::PackedWeight::pack(concat({q, k, vv}).data(), 3 * in, d);
     } else {
-      a.q_w = q;
-      a.kv_w = concat({k, vv});
+      a.q_w = cpu::PackedWeight::pack(q);
+      a.kv_w = cpu::PackedWeight::pack(concat({k, vv}).data(), 2 * in, d);
     }
-    a.o_w = w.get(p + ".o.weight", {d, in});
+    a.o_w = cpu::PackedWeight::pack(w.get(p + ".o.weight", {d, in}));
     return a;
   };
   auto mlp_w = [&](const std::string& p) {
     Mlp m;
-    m.wi0 = w.get(p + ".DenseReluDense.wi_0.weight", {f, d});
-    m.wi1 = w.get(p + ".DenseReluDense.wi_1.weight", {f, d});
-    m.wo = w.get(p + ".DenseReluDense.wo.weight", {d, f});
+    m.wi0 = cpu::PackedWeight::pack(w.get(p + ".DenseReluDense.wi_0.weight", {f, d}));
+    m.wi1 = cpu::PackedWeight::pack(w.get(p + ".DenseReluDense.wi_1.weight", {f, d}));
+    m.wo = cpu::PackedWeight::pack(w.get(p + ".DenseReluDense.wo.weight", {d, f}));
     return m;
   };
   for (int i = 0; i < c.num_encoder_layers; ++i) {
@@ -177,7 +177,7 @@ T5::T5(const T5Config& c, const core::SafeTensors& w) : cfg_(c), inner_(c.num_he
   dec_rel_ = w.get("t5.decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", {c.num_buckets, c.num_heads});
   enc_final_ = w.get("t5.encoder.final_layer_norm.weight", {d});
   dec_final_ = w.get("t5.decoder.final_layer_norm.weight", {d});
-  lm_head_ = w.get("t5.lm_head.weight", {v, d});
+  lm_head_ = cpu::PackedWeight::pack(w.get("t5.lm_head.weight", {v, d}));
 }
 
 std::unique_ptr<T5> T5::load(const core::JsonReader& section, const core::SafeTensors& weights) {
@@ -197,11 +197,11 @@ std::unique_ptr<TextDecoderState> T5::new_state(const TextDecoderLimits& lim) co
 // ---- compute ----------------------------------------------------------------------------------------------------
 
 void T5::mlp(const Mlp& m, Buffers& b, int rows, float* residual) const {
-  const int d = cfg_.d_model, f = cfg_.d_ff;
-  cpu::linear(b.h.data(), rows, d, m.wi0.data(), nullptr, f, b.f0.data());
-  cpu::linear(b.h.data(), rows, d, m.wi1.data(), nullptr, f, b.f1.data());
+  const int f = cfg_.d_ff;
+  cpu::linear(b.h.data(), rows, m.wi0, nullptr, b.f0.data());
+  cpu::linear(b.h.data(), rows, m.wi1, nullptr, b.f1.data());
   cpu::gelu_tanh_mul(b.f0.data(), b.f1.data(), b.f0.data(), static_cast<int64_t>(rows) * f);  // flax gelu = tanh form
-  cpu::linear(b.f0.data(), rows, f, m.wo.data(), nullptr, d, residual, /*accumulate=*/true);
+  cpu::linear(b.f0.data(), rows, m.wo, nullptr, residual, /*accumulate=*/true);
 }
 
 void T5::encode(const float* visual, int n_visual, const int32_t* context, int n_context, Buffers& b, float* enc,
@@ -221,7 +221,7 @@ void T5::encode(const float* visual, int n_visual, const int32_t* context, int n
   float* sc = b.scores.data();
   for (const EncoderLayer& L : enc_) {
     cpu::rms_norm(x, S, d, L.ln_att.data(), cfg_.layer_norm_eps, b.h.data());
-    cpu::linear(b.h.data(), S, d, L.att.qkv_w.data(), nullptr, 3 * I, b.qkv.data());
+    cpu::linear(b.h.data(), S, L.att.qkv_w, nullptr, b.qkv.data());
     for (int q = 0; q < S; ++q) {
       const float* qrow = b.qkv.data() + static_cast<int64_t>(q) * 3 * I;
       for (int h = 0; h < H; ++h) {
@@ -244,7 +244,7 @@ void T5::encode(const float* visual, int n_visual, const int32_t* context, int n
           if (sc[k] != 0.f) cpu::vec::axpy(sc[k], b.qkv.data() + static_cast<int64_t>(k) * 3 * I + 2 * I + h * dk, out, dk);
       }
     }
-    cpu::linear(b.ctx.data(), S, I, L.att.o_w.data(), nullptr, d, x, /*accumulate=*/true);
+    cpu::linear(b.ctx.data(), S, L.att.o_w, nullptr, x, /*accumulate=*/true);
     cpu::rms_norm(x, S, d, L.ln_mlp.data(), cfg_.layer_norm_eps, b.h.data());
     mlp(L.mlp, b, S, x);
   }
@@ -265,10 +265,10 @@ void T5::prefill(TextDecoderState& base, const float* visual, int n_visual, cons
                  "t5: num_sequences " + std::to_string(num_sequences) + " outside 1.." +
                      std::to_string(s.limits.max_sequences));
   check_tokens(context, n_context, cfg_.vocab_size, "context");
-  const int S = n_visual + n_context, d = cfg_.d_model, I = inner_;
+  const int S = n_visual + n_context, I = inner_;
   encode(visual, n_visual, context, n_context, s.buf, s.enc.data(), s.cross.valid());
   for (int li = 0; li < cfg_.num_decoder_layers; ++li) {
-    cpu::linear(s.enc.data(), S, d, dec_[li].cross_att.kv_w.data(), nullptr, 2 * I, s.buf.qkv.data());
+    cpu::linear(s.enc.data(), S, dec_[li].cross_att.kv_w, nullptr, s.buf.qkv.data());
     for (int j = 0; j < S; ++j) {
       const float* row = s.buf.qkv.data() + static_cast<int64_t>(j) * 2 * I;
       s.cross.write(li, j, row, row + I);
@@ -343,20 +343,20 @@ void T5::step_states(State* const* states, int count, int total, const int32_t* 
     const DecoderLayer& L = dec_[li];
     // self-attention over each sequence's cache
     cpu::rms_norm(y, total, d, L.ln_self.data(), cfg_.layer_norm_eps, b.h.data());
-    cpu::linear(b.h.data(), total, d, L.self_att.qkv_w.data(), nullptr, 3 * I, b.qkv.data());
+    cpu::linear(b.h.data(), total, L.self_att.qkv_w, nullptr, b.qkv.data());
     each_row([&](State& s, int r, int row) {
       self_attend_row(li, s, r, b.qkv.data() + static_cast<int64_t>(row) * 3 * I,
                       b.ctx.data() + static_cast<int64_t>(row) * I);
     });
-    cpu::linear(b.ctx.data(), total, I, L.self_att.o_w.data(), nullptr, d, y, /*accumulate=*/true);
+    cpu::linear(b.ctx.data(), total, L.self_att.o_w, nullptr, y, /*accumulate=*/true);
     // cross-attention over each state's encoder cache
     cpu::rms_norm(y, total, d, L.ln_cross.data(), cfg_.layer_norm_eps, b.h.data());
-    cpu::linear(b.h.data(), total, d, L.cross_att.q_w.data(), nullptr, I, b.qkv.data());
+    cpu::linear(b.h.data(), total, L.cross_att.q_w, nullptr, b.qkv.data());
     each_row([&](State& s, int, int row) {
       cross_attend_row(li, s, b.qkv.data() + static_cast<int64_t>(row) * I,
                        b.ctx.data() + static_cast<int64_t>(row) * I);
     });
-    cpu::linear(b.ctx.data(), total, I, L.cross_att.o_w.data(), nullptr, d, y, /*accumulate=*/true);
+    cpu::linear(b.ctx.data(), total, L.cross_att.o_w, nullptr, y, /*accumulate=*/true);
     cpu::rms_norm(y, total, d, L.ln_mlp.data(), cfg_.layer_norm_eps, b.h.data());
     mlp(L.mlp, b, total, y);
   }
@@ -367,7 +367,7 @@ void T5::step_states(State* const* states, int count, int total, const int32_t* 
   }
   float* out = hidden ? hidden : b.h.data();
   cpu::rms_norm(y, total, d, dec_final_.data(), cfg_.layer_norm_eps, out);
-  if (logits) cpu::linear(out, total, d, lm_head_.data(), nullptr, cfg_.vocab_size, logits);
+  if (logits) cpu::linear(out, total, lm_head_, nullptr, logits);
 }
 
 void T5::step(TextDecoderState& base, const int32_t* tokens, float* logits, float* hidden) const {
@@ -452,7 +452,7 @@ void T5::forward(const float* visual, int n_visual, const int32_t* context, int 
   const float ninf = -std::numeric_limits<float>::infinity();
   for (const DecoderLayer& Ly : dec_) {
     cpu::rms_norm(y, L, d, Ly.ln_self.data(), cfg_.layer_norm_eps, b.h.data());
-    cpu::linear(b.h.data(), L, d, Ly.self_att.qkv_w.data(), nullptr, 3 * I, b.qkv.data());
+    cpu::linear(b.h.data(), L, Ly.self_att.qkv_w, nullptr, b.qkv.data());
     for (int q = 0; q < L; ++q) {
       for (int h = 0; h < H; ++h) {
         const float* qh = b.qkv.data() + static_cast<int64_t>(q) * 3 * I + h * dk;
@@ -471,11 +471,11 @@ void T5::forward(const float* visual, int n_visual, const int32_t* context, int 
           if (sc[k] != 0.f) cpu::vec::axpy(sc[k], b.qkv.data() + static_cast<int64_t>(k) * 3 * I + 2 * I + h * dk, out, dk);
       }
     }
-    cpu::linear(b.ctx.data(), L, I, Ly.self_att.o_w.data(), nullptr, d, y, /*accumulate=*/true);
+    cpu::linear(b.ctx.data(), L, Ly.self_att.o_w, nullptr, y, /*accumulate=*/true);
 
     cpu::rms_norm(y, L, d, Ly.ln_cross.data(), cfg_.layer_norm_eps, b.h.data());
-    cpu::linear(b.h.data(), L, d, Ly.cross_att.q_w.data(), nullptr, I, b.qkv.data());
-    cpu::linear(enc.data(), S, d, Ly.cross_att.kv_w.data(), nullptr, 2 * I, ekv.data());
+    cpu::linear(b.h.data(), L, Ly.cross_att.q_w, nullptr, b.qkv.data());
+    cpu::linear(enc.data(), S, Ly.cross_att.kv_w, nullptr, ekv.data());
     for (int q = 0; q < L; ++q) {
       for (int h = 0; h < H; ++h) {
         const float* qh = b.qkv.data() + static_cast<int64_t>(q) * I + h * dk;
@@ -493,14 +493,14 @@ void T5::forward(const float* visual, int n_visual, const int32_t* context, int 
           if (sc[k] != 0.f) cpu::vec::axpy(sc[k], ekv.data() + static_cast<int64_t>(k) * 2 * I + I + h * dk, out, dk);
       }
     }
-    cpu::linear(b.ctx.data(), L, I, Ly.cross_att.o_w.data(), nullptr, d, y, /*accumulate=*/true);
+    cpu::linear(b.ctx.data(), L, Ly.cross_att.o_w, nullptr, y, /*accumulate=*/true);
     cpu::rms_norm(y, L, d, Ly.ln_mlp.data(), cfg_.layer_norm_eps, b.h.data());
     mlp(Ly.mlp, b, L, y);
   }
   Tensor fin = Tensor::empty({L, d});
   cpu::rms_norm(y, L, d, dec_final_.data(), cfg_.layer_norm_eps, fin.data());
   if (hidden) std::memcpy(hidden, fin.data(), fin.nbytes());
-  if (logits) cpu::linear(fin.data(), L, d, lm_head_.data(), nullptr, cfg_.vocab_size, logits);
+  if (logits) cpu::linear(fin.data(), L, lm_head_, nullptr, logits);
 }
 
 }  // namespace pixelllm::model

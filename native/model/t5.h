@@ -21,6 +21,7 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "cpu/packed_linear.h"
 #include "model/text_decoder.h"
 
 namespace pixelllm::model {
@@ -67,12 +68,13 @@ class T5 final : public TextDecoder {
   static int relative_bucket(int relative_position, bool bidirectional, int num_buckets, int max_distance);
 
  private:
+  // Projection weights are packed once at load (cpu/packed_linear.h).
   struct Attention {
-    core::Tensor qkv_w;  // self: (3I, D) q, k, v rows; cross: q (I, D) in q_w and k, v (2I, D) in kv_w
-    core::Tensor q_w, kv_w, o_w;  // o: (D, I)
+    cpu::PackedWeight qkv_w;  // self: (3I, D) q, k, v rows; cross: q (I, D) in q_w and k, v (2I, D) in kv_w
+    cpu::PackedWeight q_w, kv_w, o_w;  // o: (D, I)
   };
   struct Mlp {
-    core::Tensor wi0, wi1, wo;  // (F, D), (F, D), (D, F)
+    cpu::PackedWeight wi0, wi1, wo;  // (F, D), (F, D), (D, F)
   };
   struct EncoderLayer {
     core::Tensor ln_att, ln_mlp;
@@ -106,7 +108,8 @@ class T5 final : public TextDecoder {
 
   T5Config cfg_;
   int inner_ = 0;  // num_heads * d_kv
-  core::Tensor shared_, enc_rel_, dec_rel_, enc_final_, dec_final_, lm_head_;
+  core::Tensor shared_, enc_rel_, dec_rel_, enc_final_, dec_final_;
+  cpu::PackedWeight lm_head_;
   std::vector<EncoderLayer> enc_;
   std::vector<DecoderLayer> dec_;
 };
