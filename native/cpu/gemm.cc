@@ -36,13 +36,6 @@ int to_blas_int(int64_t v, const char* what) {
 std::mutex g_mu;
 std::shared_ptr<core::ThreadPool> g_pool;  // null: OpenBLAS threading as configured (no blas_set_threads call)
 int g_threads = 0;
-// Below this many flops a product runs on the calling thread: a handoff costs more than it saves.
-constexpr double kSplitFlops = 4.0e6;
-// A one-row linear layer with at least this many weight bytes is split over the pool (a 768 x 768 weight is
-// 2.25 MiB: ~90 us on one thread).
-constexpr double kSplitGemvBytes = 2.0 * 1024 * 1024;
-// Up to this many rows a linear layer with a large weight runs our GEMV kernel (see linear()).
-constexpr int64_t kGemvKernelRows = 4;
 // Up to this many rows a linear layer runs as matrix-vector products over cache-sized weight blocks.
 constexpr int64_t kGemvRows = 16;
 
@@ -145,8 +138,8 @@ void linear(const float* x, int64_t rows, int64_t in, const float* weight, const
     return;
   }
   if (rows <= kGemvRows) {
-    // A decode step (one row, or the few rows of batched requests / beams): memory-bound. One row, and up to 4
-    // rows of a large weight: cpu/gemv.h. Otherwise: one small GEMM per cache-sized block of weight rows, so the weight is streamed from memory
+    // A decode step (one row, or the few rows of batched requests / beams): memory-bound. One row: cpu/gemv.h.
+    // Several rows: one small GEMM per cache-sized block of weight rows, so the weight is streamed from memory
     // once and packed block by block while it is in cache (one GEMM over the whole weight packs -- copies -- all
     // of it first: an 8-row batch of the official decoder took 67 ms that way in the addon, 45 ms with per-block
     // sgemv per row; per-block GEMMs give 113-136 tokens/s in the bench's `rows 8 40` vs 82-98 for per-block
@@ -158,22 +151,13 @@ void linear(const float* x, int64_t rows, int64_t in, const float* weight, const
     to_blas_int(out, "out");
     std::shared_ptr<core::ThreadPool> pool = gemm_pool();
     const int64_t parts = pool ? pool->size() : 1;
-    // Our streaming GEMV (cpu/gemv.h) for one row, and for up to kGemvKernelRows rows of a weight too large for
-    // the caches to matter (>= 2 MiB); more rows, or small weights, run the per-block OpenBLAS GEMMs below
-    // (bench executable `rows K 40`, alternated, official-bert-reduced: 2 rows 199 vs 167 tok/s, 4 rows 353 vs
-    // 298 with our kernel; 8 rows 378 vs 440 with OpenBLAS; the demo's 1 MiB weights 2-4 rows faster on OpenBLAS).
-    // Products with >= 2 MiB of weight or >= ~4 MFLOP are split over the pool in ~4 chunks per thread of whole
-    // 16-row blocks; the calling thread starts at once and takes chunks until none is left, so a worker that
-    // wakes late (a busy core) costs the wake-up call and at most one chunk of waiting.
-    const bool big_weight = 4.0 * double(out) * double(in) >= kSplitGemvBytes;
-    if (rows == 1 || (rows <= kGemvKernelRows && big_weight)) {
-      auto rows_of = [&](int64_t o0, int64_t o1) {
-        if (rows == 1)
-          gemv_accumulate(weight + o0 * in, in, o1 - o0, x, y + o0);
-        else
-          gemv_rows_accumulate(weight + o0 * in, in, o1 - o0, x, ldx, rows, y + o0, ldy);
-      };
-      if (parts == 1 || (!big_weight && 2.0 * double(rows) * double(out) * double(in) < kSplitFlops)) {
+    if (rows == 1) {
+      // One row: our streaming GEMV (cpu/gemv.h). Weights of >= 2 MiB are split over the pool in ~4 chunks per
+      // thread of whole 16-row blocks; the calling thread starts at once and takes chunks until none is left, so
+      // a worker that wakes late (a busy core) costs the wake-up call and at most one chunk of waiting. (The text
+      // decoders use packed weights instead, cpu/packed_linear.h.)
+      auto rows_of = [&](int64_t o0, int64_t o1) { gemv_accumulate(weight + o0 * in, in, o1 - o0, x, y + o0); };
+      if (parts == 1 || 4.0 * double(out) * double(in) < kSplitWeightBytes) {
         rows_of(0, out);
         return;
       }

@@ -9,6 +9,9 @@ using namespace simd;
 // No software prefetch: with the weights on huge pages (core/tensor.cc) the hardware prefetcher streams them at the
 // machine's read bandwidth (bench `roofline`: 31.4 GB/s on one thread, as a plain streaming sum), and a prefetch
 // 8 KB ahead cut that to 18 GB/s.
+// No software prefetch: with the weights on huge pages (core/tensor.cc) the hardware prefetcher streams them at the
+// machine's read bandwidth (bench `roofline`: 31.4 GB/s on one thread, as a plain streaming sum), and a prefetch
+// 8 KB ahead cut that to 18 GB/s.
 namespace {
 // y[r * ldy] += dot(wr, x + r * ldx) for r < R: one pass over the weight row for R input rows.
 template <int R>
@@ -63,21 +66,6 @@ PIXELLLM_SIMD_CLONES void gemv_accumulate(const float* w, int64_t in, int64_t ou
     float s = hsum((a0 + a1) + (a2 + a3));
     for (; i < in; ++i) s += wr[i] * x[i];
     y[o] += s;
-  }
-}
-
-PIXELLLM_SIMD_CLONES void gemv_rows_accumulate(const float* w, int64_t in, int64_t out, const float* x, int64_t ldx,
-                                               int64_t rows, float* y, int64_t ldy) {
-  for (int64_t o = 0; o < out; ++o) {
-    const float* wr = w + o * in;
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) dot_row<4>(wr, in, x + r * ldx, ldx, y + r * ldy + o, ldy);
-    switch (rows - r) {
-      case 3: dot_row<3>(wr, in, x + r * ldx, ldx, y + r * ldy + o, ldy); break;
-      case 2: dot_row<2>(wr, in, x + r * ldx, ldx, y + r * ldy + o, ldy); break;
-      case 1: dot_row<1>(wr, in, x + r * ldx, ldx, y + r * ldy + o, ldy); break;
-      default: break;
-    }
   }
 }
 

@@ -10,9 +10,5 @@ namespace pixelllm::cpu {
 
 void gemv_accumulate(const float* w, int64_t in, int64_t out, const float* x, float* y);
 
-// The same for a few input rows (batched decode steps, beams): y[r * ldy + o] += dot(W[o], x[r * ldx]) for
-// r < rows. Each weight row is read from memory once and used for every input row (groups of 4 from L1).
-void gemv_rows_accumulate(const float* w, int64_t in, int64_t out, const float* x, int64_t ldx, int64_t rows,
-                          float* y, int64_t ldy);
 
 }  // namespace pixelllm::cpu

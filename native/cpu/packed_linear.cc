@@ -15,10 +15,6 @@ using namespace simd;
 
 namespace {
 
-// Products with at least this much weight, or this many flops, are split over the GEMM pool (as in gemm.cc).
-constexpr double kSplitBytes = 2.0 * 1024 * 1024;
-constexpr double kSplitFlops = 4.0e6;
-
 // y[r * ldy + 16 * k + l] += sum_i P_k[i][l] x[r * ldx + i] for the K panels starting at `p` (16 * K outputs) and
 // R rows; `valid` = outputs of the last panel that exist (16 unless it is the padded tail).
 template <int K, int R>
@@ -124,7 +120,7 @@ void linear(const float* x, int64_t rows, const PackedWeight& w, const float* bi
   const int64_t panels = w.panels();
   std::shared_ptr<core::ThreadPool> pool = blas_pool();
   const bool split = pool && pool->size() > 1 &&
-                     (4.0 * double(out) * double(in) >= kSplitBytes || 2.0 * double(rows) * out * in >= kSplitFlops);
+                     (4.0 * double(out) * double(in) >= kSplitWeightBytes || 2.0 * double(rows) * out * in >= kSplitFlops);
   if (!split) {
     panel_range(w.data(), in, out, 0, panels, x, ldx, rows, y, ldy);
     return;
