@@ -9,9 +9,6 @@ using namespace simd;
 // No software prefetch: with the weights on huge pages (core/tensor.cc) the hardware prefetcher streams them at the
 // machine's read bandwidth (bench `roofline`: 31.4 GB/s on one thread, as a plain streaming sum), and a prefetch
 // 8 KB ahead cut that to 18 GB/s.
-// No software prefetch: with the weights on huge pages (core/tensor.cc) the hardware prefetcher streams them at the
-// machine's read bandwidth (bench `roofline`: 31.4 GB/s on one thread, as a plain streaming sum), and a prefetch
-// 8 KB ahead cut that to 18 GB/s.
 namespace {
 // y[r * ldy] += dot(wr, x + r * ldx) for r < R: one pass over the weight row for R input rows.
 template <int R>
