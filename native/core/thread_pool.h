@@ -6,9 +6,10 @@
 //    is the N-th. Kernels (attention, norms, activations, resize, ...) run their parallel work on it.
 //  * Matrix products never use OpenBLAS's own threads. cpu::blas_set_threads(N) (called by each CPU backend at
 //    load; a process-wide setting, the last backend loaded wins) sets OpenBLAS to one thread and gives the gemm
-//    module (native/cpu/gemm.cc) its own N-thread ThreadPool: a product above ~4 MFLOP is split into N slices,
-//    one single-threaded OpenBLAS call each, over that pool; smaller ones (a decode step's GEMVs) run inline on
-//    the calling thread. No OpenBLAS worker exists, so nothing busy-waits between products.
+//    module (native/cpu/gemm.cc) its own N-thread ThreadPool: a product above ~4 MFLOP, or a one-row product
+//    with >= 2 MiB of weight (gemm.h: kSplitFlops, kSplitWeightBytes; also the packed decoder products of
+//    cpu/packed_linear.h), is split into slices over that pool; smaller ones run inline on the calling thread.
+//    No OpenBLAS worker exists; our workers poll ~100 us between products (below), then sleep.
 //  * GEMMs (cpu::linear / cpu::sgemm) are called only from the request's thread, never from inside a
 //    parallel_for body (there the nested rule below would run the whole product on that one worker). A request's
 //    thread runs either a kernel parallel_for or a GEMM at a time and both pools' workers poll for the next
