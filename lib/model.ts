@@ -237,17 +237,16 @@ export class PixelLLM implements AsyncDisposable {
   ): Generation {
     // Bad arguments and a disposed model are reported by the Generation (`.result` rejects, the first iteration
     // throws), with the same typed errors the promise-returning calls reject with; nothing throws synchronously.
-    let checked: { request: { task: 'caption' | 'describe'; box?: NativeBox }; context: number[] | undefined };
+    let req: { task: 'caption' | 'describe'; box?: NativeBox };
+    let context: number[] | undefined;
     try {
       this.checkMaxTokens(options.maxTokens);
       checkOptionalInt('beams', options.beams, 1, 16);
-      const req = request();
-      checked = { request: req, context: this.contextFor(req.task, options.prompt) };
+      req = request();
+      context = this.contextFor(req.task, options.prompt);
     } catch (err) {
       return new GenerationStream({ run: () => Promise.reject(err), cancel: () => undefined }, options.signal);
     }
-    const { context } = checked;
-    const req = checked.request;
     const token = new (loadNative().CancelToken)();
     return new GenerationStream(
       {

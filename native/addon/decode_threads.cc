@@ -18,6 +18,8 @@
 #include <thread>
 #include <utility>
 
+#include "core/env.h"
+
 namespace pixelllm::addon {
 
 namespace {
@@ -68,13 +70,7 @@ DecodeThreads& pool() {
 
 }  // namespace
 
-int DecodeThreadNiceStep() {
-  const char* v = std::getenv("PIXELLLM_DECODE_THREAD_NICE");
-  if (v == nullptr || *v == '\0') return kDecodeThreadNice;
-  char* end = nullptr;
-  const long n = std::strtol(v, &end, 10);
-  return (*end == '\0' && n >= 0 && n <= 19) ? static_cast<int>(n) : kDecodeThreadNice;
-}
+int DecodeThreadNiceStep() { return core::env_int("PIXELLLM_DECODE_THREAD_NICE", kDecodeThreadNice, 0, 19); }
 
 void RunOnDecodeThread(std::function<void()> task) {
   DecodeThreads& p = pool();

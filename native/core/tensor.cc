@@ -7,6 +7,8 @@
 #include <limits>
 #include <new>
 
+#include "core/env.h"
+
 namespace pixelllm::core {
 
 int64_t shape_numel(const Shape& shape) {
@@ -40,10 +42,7 @@ constexpr size_t kHugePage = size_t(2) << 20;
 constexpr size_t kHugeFrom = size_t(4) << 20;
 
 bool huge_pages_wanted() {
-  static const bool wanted = [] {
-    const char* v = std::getenv("PIXELLLM_HUGEPAGES");
-    return !(v && std::strcmp(v, "0") == 0);
-  }();
+  static const bool wanted = env_int("PIXELLLM_HUGEPAGES", 1, 0, 1) != 0;
   return wanted;
 }
 }  // namespace

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <cstring>
+
+#include "core/env.h"
 
 namespace pixelllm::core {
 
@@ -19,13 +19,7 @@ thread_local bool t_in_pool_work = false;
 // the core between checks (sched_yield), so a runnable thread on that core -- the event loop, another request --
 // is not kept waiting. PIXELLLM_SPIN_US overrides it (0: always sleep at once).
 int spin_us() {
-  static const int us = [] {
-    const char* v = std::getenv("PIXELLLM_SPIN_US");
-    if (!v || !*v) return 100;
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    return (end && *end == 0 && n >= 0 && n <= 100000) ? static_cast<int>(n) : 100;
-  }();
+  static const int us = env_int("PIXELLLM_SPIN_US", 100, 0, 100000);
   return us;
 }
 

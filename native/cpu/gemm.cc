@@ -39,11 +39,6 @@ int g_threads = 0;
 // Up to this many rows a linear layer runs as matrix-vector products over cache-sized weight blocks.
 constexpr int64_t kGemvRows = 16;
 
-std::shared_ptr<core::ThreadPool> gemm_pool() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  return g_pool;
-}
-
 void raw_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
                int ldb, float beta, float* c, int ldc) {
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k,
@@ -61,7 +56,10 @@ void blas_set_threads(int threads) {
   g_threads = threads;
 }
 
-std::shared_ptr<core::ThreadPool> blas_pool() { return gemm_pool(); }
+std::shared_ptr<core::ThreadPool> blas_pool() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_pool;
+}
 
 int blas_threads() {
   std::lock_guard<std::mutex> lock(g_mu);
@@ -78,7 +76,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
   }
   const int im = to_blas_int(m, "m"), in = to_blas_int(n, "n"), ik = to_blas_int(k, "k");
   const int ilda = to_blas_int(lda, "lda"), ildb = to_blas_int(ldb, "ldb"), ildc = to_blas_int(ldc, "ldc");
-  std::shared_ptr<core::ThreadPool> pool = gemm_pool();
+  std::shared_ptr<core::ThreadPool> pool = blas_pool();
   if (!pool || 2.0 * double(m) * double(n) * double(k) < kSplitFlops) {
     raw_sgemm(trans_a, trans_b, im, in, ik, alpha, a, ilda, b, ildb, beta, c, ildc);
     return;
@@ -115,28 +113,29 @@ void sgemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t m, int64_t
           ldc);
 }
 
+bool linear_output_start(float* y, int64_t rows, int64_t out, int64_t ldy, const float* bias, bool accumulate,
+                         bool zero_fill) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* yr = y + r * ldy;
+    if (bias && accumulate) {
+      for (int64_t j = 0; j < out; ++j) yr[j] += bias[j];
+    } else if (bias) {
+      std::memcpy(yr, bias, static_cast<size_t>(out) * sizeof(float));
+    } else if (!accumulate && zero_fill) {
+      std::memset(yr, 0, static_cast<size_t>(out) * sizeof(float));
+    }
+  }
+  return bias != nullptr || accumulate || zero_fill;
+}
+
 void linear(const float* x, int64_t rows, int64_t in, const float* weight, const float* bias, int64_t out, float* y,
             bool accumulate, int64_t ldx, int64_t ldy) {
   if (ldx == 0) ldx = in;
   if (ldy == 0) ldy = out;
   if (rows == 0 || out == 0) return;
-  float beta = accumulate ? 1.f : 0.f;
-  if (bias) {
-    for (int64_t r = 0; r < rows; ++r) {
-      float* yr = y + r * ldy;
-      if (accumulate) {
-        for (int64_t j = 0; j < out; ++j) yr[j] += bias[j];
-      } else {
-        std::memcpy(yr, bias, static_cast<size_t>(out) * sizeof(float));
-      }
-    }
-    beta = 1.f;
-  }
-  if (in == 0) {
-    if (!bias && !accumulate)
-      for (int64_t r = 0; r < rows; ++r) std::memset(y + r * ldy, 0, static_cast<size_t>(out) * sizeof(float));
-    return;
-  }
+  // Without bias or accumulation, beta = 0 lets the product overwrite y (no zero fill for the large GEMMs).
+  float beta = linear_output_start(y, rows, out, ldy, bias, accumulate, /*zero_fill=*/in == 0) ? 1.f : 0.f;
+  if (in == 0) return;
   if (rows <= kGemvRows) {
     // A decode step (one row, or the few rows of batched requests / beams): memory-bound. One row: cpu/gemv.h.
     // Several rows: one small GEMM per cache-sized block of weight rows, so the weight is streamed from memory
@@ -149,7 +148,7 @@ void linear(const float* x, int64_t rows, int64_t in, const float* weight, const
       for (int64_t r = 0; r < rows; ++r) std::memset(y + r * ldy, 0, static_cast<size_t>(out) * sizeof(float));
     const int iin = to_blas_int(in, "in");
     to_blas_int(out, "out");
-    std::shared_ptr<core::ThreadPool> pool = gemm_pool();
+    std::shared_ptr<core::ThreadPool> pool = blas_pool();
     const int64_t parts = pool ? pool->size() : 1;
     if (rows == 1) {
       // One row: our streaming GEMV (cpu/gemv.h). Weights of >= 2 MiB are split over the pool in ~4 chunks per

@@ -41,6 +41,11 @@ void sgemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t m, int64_t
                    const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b,
                    float beta, float* c, int64_t ldc, int64_t stride_c);
 
+// Starts the output y (rows x out, row stride ldy) of a linear layer: y = bias, or y += bias when accumulating; with
+// zero_fill, y = 0 when there is neither. Returns true when y then holds what the product is to be added to.
+bool linear_output_start(float* y, int64_t rows, int64_t out, int64_t ldy, const float* bias, bool accumulate,
+                         bool zero_fill);
+
 // Linear layer in torch layout: y (rows, out) = x (rows, in) @ W^T + bias, with W (out, in) row-major as stored
 // in the weights and bias (out) or null. accumulate = true adds to y instead (residual fusion).
 // Row strides of x and y may exceed in/out (ldx, ldy; 0 means dense).

@@ -1,7 +1,6 @@
 #include "cpu/packed_linear.h"
 
 #include <algorithm>
-#include <cstring>
 #include <string>
 
 #include "core/error.h"
@@ -106,17 +105,7 @@ void linear(const float* x, int64_t rows, const PackedWeight& w, const float* bi
   if (ldy == 0) ldy = out;
   if (rows <= 0 || out == 0) return;
   PIXELLLM_CHECK(ldx >= in && ldy >= out, InvalidArgument, "packed_linear: row strides smaller than the rows");
-  for (int64_t r = 0; r < rows; ++r) {
-    float* yr = y + r * ldy;
-    if (!accumulate) {
-      if (bias)
-        std::memcpy(yr, bias, static_cast<size_t>(out) * sizeof(float));
-      else
-        std::memset(yr, 0, static_cast<size_t>(out) * sizeof(float));
-    } else if (bias) {
-      for (int64_t j = 0; j < out; ++j) yr[j] += bias[j];
-    }
-  }
+  linear_output_start(y, rows, out, ldy, bias, accumulate, /*zero_fill=*/true);  // the kernels add to y
   const int64_t panels = w.panels();
   std::shared_ptr<core::ThreadPool> pool = blas_pool();
   const bool split = pool && pool->size() > 1 &&
