@@ -33,6 +33,7 @@
 #include "cpu/attention.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
+#include "cpu/packed_linear.h"
 #include "cpu/simd.h"
 #include "cpu/softmax.h"
 
@@ -86,6 +87,29 @@ std::string gemm_peak() {
     first = false;
   }
   os << "],\"peak_gflops\":" << num(best) << "}";
+  return os.str();
+}
+
+// One linear layer y (rows, out) = x (rows, in) @ W^T + b both ways: OpenBLAS (cpu::linear on the torch-layout
+// weight) and the packed-panel kernel (cpu/packed_linear.h, weight packed once). Best of `reps` each, alternated.
+std::string linear_ab(int64_t rows, int64_t in, int64_t out, int reps) {
+  core::AlignedVector<float> x(size_t(rows * in)), w(size_t(out * in)), b(size_t(out), 0.1f), y(size_t(rows * out));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 13) * 0.01f;
+  for (size_t i = 0; i < w.size(); ++i) w[i] = float(i % 7) * 0.01f;
+  const cpu::PackedWeight pw = cpu::PackedWeight::pack(w.data(), out, in);
+  double blas = 1e30, packed = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    cpu::linear(x.data(), rows, in, w.data(), b.data(), out, y.data());
+    blas = std::min(blas, ms_since(t0));
+    t0 = Clock::now();
+    cpu::linear(x.data(), rows, pw, b.data(), y.data());
+    packed = std::min(packed, ms_since(t0));
+  }
+  const double gf = 2.0 * rows * in * out / 1e6;
+  std::ostringstream os;
+  os << "{\"rows\":" << rows << ",\"in\":" << in << ",\"out\":" << out << ",\"blas_gflops\":" << num(gf / blas)
+     << ",\"packed_gflops\":" << num(gf / packed) << "}";
   return os.str();
 }
 
@@ -340,6 +364,11 @@ int main(int argc, char** argv) {
             << ",\"sam_global\":" << attention_probe(m.pool(), 576, 16, 80, 3) << "}";
       } else if (cmd == "gemmsplit") {
         out << "{\"shapes\":" << gemm_split_probe(m.pool(), 7) << "}";
+      } else if (cmd == "linear") {
+        int64_t rows = 0, in_ = 0, out_ = 0;
+        in >> rows >> in_ >> out_;
+        PIXELLLM_CHECK(rows > 0 && in_ > 0 && out_ > 0, InvalidArgument, "linear ROWS IN OUT");
+        out << linear_ab(rows, in_, out_, 20);
       } else if (cmd == "gemm") {
         out << gemm_peak();
       } else if (cmd == "roofline") {

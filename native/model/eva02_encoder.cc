@@ -93,19 +93,19 @@ Eva02Encoder::Eva02Encoder(const core::JsonReader& section, const core::SafeTens
     Tensor v = w.get(p + "attn.v_proj.weight", {D, D});
     Tensor qb = w.get(p + "attn.q_bias", {D});
     Tensor vb = w.get(p + "attn.v_bias", {D});
-    B.qkv_w = concat_rows({&q, &k, &v}, D);
+    B.qkv_w = cpu::PackedWeight::pack(concat_rows({&q, &k, &v}, D));
     B.qkv_b = concat_rows({&qb, &zeros, &vb}, D).reshape({3 * D});  // k has no bias
-    B.proj_w = w.get(p + "attn.proj.weight", {D, D});
+    B.proj_w = cpu::PackedWeight::pack(w.get(p + "attn.proj.weight", {D, D}));
     B.proj_b = w.get(p + "attn.proj.bias", {D});
     Tensor w1 = w.get(p + "mlp.w1.weight", {Hm, D});
     Tensor w2 = w.get(p + "mlp.w2.weight", {Hm, D});
     Tensor b1 = w.get(p + "mlp.w1.bias", {Hm});
     Tensor b2 = w.get(p + "mlp.w2.bias", {Hm});
-    B.w12_w = concat_rows({&w1, &w2}, D);
+    B.w12_w = cpu::PackedWeight::pack(concat_rows({&w1, &w2}, D));
     B.w12_b = concat_rows({&b1, &b2}, Hm).reshape({2 * Hm});
     B.ffn_ln_w = w.get(p + "mlp.ffn_ln.weight", {Hm});
     B.ffn_ln_b = w.get(p + "mlp.ffn_ln.bias", {Hm});
-    B.w3_w = w.get(p + "mlp.w3.weight", {D, Hm});
+    B.w3_w = cpu::PackedWeight::pack(w.get(p + "mlp.w3.weight", {D, Hm}));
     B.w3_b = w.get(p + "mlp.w3.bias", {D});
   }
   if (cfg_.use_ln_post) {
@@ -148,7 +148,7 @@ void Eva02Encoder::forward(const float* image, float* out, core::ThreadPool* poo
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (const Block& B : blocks_) {
     cpu::layer_norm(x.data(), T, D, B.norm1_w.data(), B.norm1_b.data(), eps, xn.data(), pool);
-    cpu::linear(xn.data(), T, D, B.qkv_w.data(), B.qkv_b.data(), 3 * D, qkv.data());
+    cpu::linear(xn.data(), T, B.qkv_w, B.qkv_b.data(), qkv.data());
     // RoPE on q and k of the patch tokens (rows 1..N); the class token (row 0) is not rotated.
     cpu::rope_apply(qkv.data() + 3 * D, N, H, hd, 3 * D, rope_cos_.data(), rope_sin_.data(), pool);
     cpu::rope_apply(qkv.data() + 3 * D + D, N, H, hd, 3 * D, rope_cos_.data(), rope_sin_.data(), pool);
@@ -167,10 +167,10 @@ void Eva02Encoder::forward(const float* image, float* out, core::ThreadPool* poo
     a.ldo = D;
     a.scale = scale;
     cpu::attention(a, pool);
-    cpu::linear(xn.data(), T, D, B.proj_w.data(), B.proj_b.data(), D, x.data(), /*accumulate=*/true);
+    cpu::linear(xn.data(), T, B.proj_w, B.proj_b.data(), x.data(), /*accumulate=*/true);
 
     cpu::layer_norm(x.data(), T, D, B.norm2_w.data(), B.norm2_b.data(), eps, xn.data(), pool);
-    cpu::linear(xn.data(), T, D, B.w12_w.data(), B.w12_b.data(), 2 * Hm, big.data());
+    cpu::linear(xn.data(), T, B.w12_w, B.w12_b.data(), big.data());
     const float* h12 = big.data();
     float* g = gated.data();
     // SwiGLU and the FFN LayerNorm in one pass per row (the row is still in cache for the norm).
@@ -181,7 +181,7 @@ void Eva02Encoder::forward(const float* image, float* out, core::ThreadPool* poo
         cpu::layer_norm(gr, 1, Hm, B.ffn_ln_w.data(), B.ffn_ln_b.data(), cfg_.ffn_layer_norm_eps, gr);
       }
     });
-    cpu::linear(g, T, Hm, B.w3_w.data(), B.w3_b.data(), D, x.data(), /*accumulate=*/true);
+    cpu::linear(g, T, B.w3_w, B.w3_b.data(), x.data(), /*accumulate=*/true);
   }
 
   // Drop the class token; ln_post (a per-token LayerNorm) writes straight into the caller's buffer.

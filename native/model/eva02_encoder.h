@@ -17,6 +17,7 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "cpu/packed_linear.h"
 #include "model/preprocess.h"
 
 namespace pixelllm::core {
@@ -68,10 +69,10 @@ class Eva02Encoder {
  private:
   struct Block {
     core::Tensor norm1_w, norm1_b, norm2_w, norm2_b;
-    core::Tensor qkv_w, qkv_b;      // fused (3D, D) and (3D) = [q_bias, 0, v_bias]
-    core::Tensor proj_w, proj_b;
-    core::Tensor w12_w, w12_b;      // fused (2H, D): rows [w1; w2]
-    core::Tensor ffn_ln_w, ffn_ln_b, w3_w, w3_b;
+    cpu::PackedWeight qkv_w;        // fused (3D, D), packed at load (cpu/packed_linear.h)
+    core::Tensor qkv_b;             // (3D) = [q_bias, 0, v_bias]
+    cpu::PackedWeight proj_w, w12_w, w3_w;  // (D, D); fused (2H, D): rows [w1; w2]; (D, H)
+    core::Tensor proj_b, w12_b, ffn_ln_w, ffn_ln_b, w3_b;
   };
 
   Eva02EncoderConfig cfg_;

@@ -104,9 +104,9 @@ SamImageEncoder::SamImageEncoder(const core::JsonReader& section, const core::Sa
     L.ln1_b = w.get(p + "layer_norm1.bias", {D});
     L.ln2_w = w.get(p + "layer_norm2.weight", {D});
     L.ln2_b = w.get(p + "layer_norm2.bias", {D});
-    L.qkv_w = w.get(p + "attn.qkv.weight", {3 * D, D});
+    L.qkv_w = cpu::PackedWeight::pack(w.get(p + "attn.qkv.weight", {3 * D, D}));
     if (cfg_.qkv_bias) L.qkv_b = w.get(p + "attn.qkv.bias", {3 * D});
-    L.proj_w = w.get(p + "attn.proj.weight", {D, D});
+    L.proj_w = cpu::PackedWeight::pack(w.get(p + "attn.proj.weight", {D, D}));
     L.proj_b = w.get(p + "attn.proj.bias", {D});
     if (cfg_.use_rel_pos) {
       const int64_t span = L.window ? L.window : G;
@@ -119,17 +119,18 @@ SamImageEncoder::SamImageEncoder(const core::JsonReader& section, const core::Sa
       cpu::rel_pos_gather(th.data(), rows, span, span, hd, L.rel_h.data());
       cpu::rel_pos_gather(tw.data(), rows, span, span, hd, L.rel_w.data());
     }
-    L.lin1_w = w.get(p + "mlp.lin1.weight", {cfg_.mlp_dim, D});
+    L.lin1_w = cpu::PackedWeight::pack(w.get(p + "mlp.lin1.weight", {cfg_.mlp_dim, D}));
     L.lin1_b = w.get(p + "mlp.lin1.bias", {cfg_.mlp_dim});
-    L.lin2_w = w.get(p + "mlp.lin2.weight", {D, cfg_.mlp_dim});
+    L.lin2_w = cpu::PackedWeight::pack(w.get(p + "mlp.lin2.weight", {D, cfg_.mlp_dim}));
     L.lin2_b = w.get(p + "mlp.lin2.bias", {D});
   }
-  neck_conv1_ = w.get("neck.conv1.weight", {C, D, 1, 1}).reshape({C, D});
+  neck_conv1_ = cpu::PackedWeight::pack(w.get("neck.conv1.weight", {C, D, 1, 1}).reshape({C, D}));
   neck_ln1_w_ = w.get("neck.layer_norm1.weight", {C});
   neck_ln1_b_ = w.get("neck.layer_norm1.bias", {C});
   Tensor c2 = w.get("neck.conv2.weight", {C, C, 3, 3});
-  neck_conv2_ = Tensor::empty({C, 9 * C});
-  cpu::patch_embed_pack_weight(c2.data(), C, C, 3, 3, neck_conv2_.data());
+  Tensor conv2 = Tensor::empty({C, 9 * C});
+  cpu::patch_embed_pack_weight(c2.data(), C, C, 3, 3, conv2.data());
+  neck_conv2_ = cpu::PackedWeight::pack(conv2);
   neck_ln2_w_ = w.get("neck.layer_norm2.weight", {C});
   neck_ln2_b_ = w.get("neck.layer_norm2.bias", {C});
   w.finish();
@@ -153,7 +154,7 @@ void SamImageEncoder::attention_block(const Layer& L, float* x, float* xn, float
     // bias, so the GEMM runs on the N real rows only (natural order, into `attn`, which holds N * 3D floats) and
     // the window-ordered buffer gets the real rows scattered in and the bias (or zeros) in the padding rows.
     cpu::layer_norm(x, N, D, L.ln1_w.data(), L.ln1_b.data(), eps, xn, pool);
-    cpu::linear(xn, N, D, L.qkv_w.data(), qkv_bias, 3 * D, attn);
+    cpu::linear(xn, N, L.qkv_w, qkv_bias, attn);
     core::parallel_for(pool, rows, 64, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t win = r / T, t = r % T;
@@ -169,7 +170,7 @@ void SamImageEncoder::attention_block(const Layer& L, float* x, float* xn, float
     });
   } else {
     cpu::layer_norm(x, N, D, L.ln1_w.data(), L.ln1_b.data(), eps, xn, pool);
-    cpu::linear(xn, rows, D, L.qkv_w.data(), qkv_bias, 3 * D, qkv);
+    cpu::linear(xn, rows, L.qkv_w, qkv_bias, qkv);
   }
 
   for (int64_t win = 0; win < nside * nside; ++win) {
@@ -207,9 +208,9 @@ void SamImageEncoder::attention_block(const Layer& L, float* x, float* xn, float
         std::memcpy(xn + i * D, attn + r * D, sizeof(float) * D);
       }
     });
-    cpu::linear(xn, N, D, L.proj_w.data(), L.proj_b.data(), D, x, /*accumulate=*/true);
+    cpu::linear(xn, N, L.proj_w, L.proj_b.data(), x, /*accumulate=*/true);
   } else {
-    cpu::linear(attn, N, D, L.proj_w.data(), L.proj_b.data(), D, x, /*accumulate=*/true);
+    cpu::linear(attn, N, L.proj_w, L.proj_b.data(), x, /*accumulate=*/true);
   }
 }
 
@@ -252,18 +253,18 @@ void SamImageEncoder::forward(const float* image, float* out, core::ThreadPool* 
     attention_block(L, x.data(), xn.data(), qkv.data(), attn.data(), rel_h, rel_w, pool);
     // MLP: x += lin2(gelu(lin1(LN2 x))).
     cpu::layer_norm(x.data(), N, D, L.ln2_w.data(), L.ln2_b.data(), eps, xn.data(), pool);
-    cpu::linear(xn.data(), N, D, L.lin1_w.data(), L.lin1_b.data(), M, big.data());
+    cpu::linear(xn.data(), N, L.lin1_w, L.lin1_b.data(), big.data());
     cpu::gelu(big.data(), N * M, pool);
-    cpu::linear(big.data(), N, M, L.lin2_w.data(), L.lin2_b.data(), D, x.data(), /*accumulate=*/true);
+    cpu::linear(big.data(), N, L.lin2_w, L.lin2_b.data(), x.data(), /*accumulate=*/true);
   }
 
   // Neck: conv1x1 -> LN2d -> conv3x3 (pad 1) -> LN2d; LN2d over channels == LayerNorm of NHWC rows.
   core::AlignedVector<float> neck(static_cast<size_t>(N * C));
   float* n1 = neck.data();
-  cpu::linear(x.data(), N, D, neck_conv1_.data(), nullptr, C, n1);
+  cpu::linear(x.data(), N, neck_conv1_, nullptr, n1);
   cpu::layer_norm(n1, N, C, neck_ln1_w_.data(), neck_ln1_b_.data(), eps, n1, pool);
   im2col_3x3(n1, G, C, big.data(), pool);
-  cpu::linear(big.data(), N, 9 * C, neck_conv2_.data(), nullptr, C, out);
+  cpu::linear(big.data(), N, neck_conv2_, nullptr, out);
   cpu::layer_norm(out, N, C, neck_ln2_w_.data(), neck_ln2_b_.data(), eps, out, pool);
 }
 

@@ -17,6 +17,7 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "cpu/packed_linear.h"
 #include "model/preprocess.h"
 
 namespace pixelllm::core {
@@ -71,9 +72,11 @@ class SamImageEncoder {
  private:
   struct Layer {
     core::Tensor ln1_w, ln1_b, ln2_w, ln2_b;
-    core::Tensor qkv_w, qkv_b, proj_w, proj_b;  // (3D, D), (3D) | empty, (D, D), (D)
+    cpu::PackedWeight qkv_w, proj_w;             // (3D, D), (D, D), packed at load (cpu/packed_linear.h)
+    core::Tensor qkv_b, proj_b;                  // (3D) | empty, (D)
     core::Tensor rel_h, rel_w;                   // gathered (span, span, head_dim), span = window or grid
-    core::Tensor lin1_w, lin1_b, lin2_w, lin2_b;
+    cpu::PackedWeight lin1_w, lin2_w;
+    core::Tensor lin1_b, lin2_b;
     int window = 0;                              // 0 = global
   };
 
@@ -84,8 +87,10 @@ class SamImageEncoder {
   core::Tensor patch_w_, patch_b_;   // packed (D, 16*16*3), (D)
   core::Tensor pos_embed_;           // (G*G, D) or empty
   std::vector<Layer> layers_;
-  core::Tensor neck_conv1_, neck_ln1_w_, neck_ln1_b_;  // (C, D)
-  core::Tensor neck_conv2_, neck_ln2_w_, neck_ln2_b_;  // packed (C, 3*3*C)
+  cpu::PackedWeight neck_conv1_;                     // (C, D)
+  core::Tensor neck_ln1_w_, neck_ln1_b_;
+  cpu::PackedWeight neck_conv2_;                     // (C, 3*3*C) in im2col order
+  core::Tensor neck_ln2_w_, neck_ln2_b_;
 };
 
 }  // namespace pixelllm::model
