@@ -1,6 +1,7 @@
 #include "cpu/patch_embed.h"
 
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -20,11 +21,17 @@ int64_t patch_embed_scratch_size(int64_t batch, int64_t height, int64_t width, i
   return batch * (height / kh) * (width / kw) * kh * kw * c_in;
 }
 
-void patch_embed(const float* x, int64_t batch, int64_t height, int64_t width, int64_t c_in, const float* packed,
-                 const float* bias, int64_t c_out, int64_t kh, int64_t kw, float* scratch, float* out,
-                 core::ThreadPool* pool) {
+PackedWeight patch_embed_weight(const float* torch_weight, int64_t c_out, int64_t c_in, int64_t kh, int64_t kw) {
+  std::vector<float> gemm_order(static_cast<size_t>(c_out * c_in * kh * kw));
+  patch_embed_pack_weight(torch_weight, c_out, c_in, kh, kw, gemm_order.data());
+  return PackedWeight::pack(gemm_order.data(), c_out, c_in * kh * kw);
+}
+
+void patch_embed(const float* x, int64_t batch, int64_t height, int64_t width, int64_t c_in, const PackedWeight& w,
+                 const float* bias, int64_t kh, int64_t kw, float* scratch, float* out, core::ThreadPool* pool) {
   PIXELLLM_CHECK(kh > 0 && kw > 0 && height >= kh && width >= kw, InvalidArgument,
                  "patch_embed: image smaller than one patch");
+  PIXELLLM_CHECK(w.in() == kh * kw * c_in, InvalidArgument, "patch_embed: weight does not match the patch size");
   const int64_t gh = height / kh, gw = width / kw;
   const int64_t K = kh * kw * c_in;
   const int64_t row_len = kw * c_in;  // one kernel row of a patch is contiguous in NHWC
@@ -40,7 +47,7 @@ void patch_embed(const float* x, int64_t batch, int64_t height, int64_t width, i
       }
     }
   });
-  linear(scratch, batch * gh * gw, K, packed, bias, c_out, out);
+  linear(scratch, batch * gh * gw, w, bias, out);
 }
 
 }  // namespace pixelllm::cpu

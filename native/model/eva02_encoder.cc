@@ -70,8 +70,7 @@ Eva02Encoder::Eva02Encoder(const core::JsonReader& section, const core::SafeTens
   const int64_t hd = cfg_.head_dim();
 
   Tensor pw = w.get("patch_embed.proj.weight", {D, 3, P, P});
-  patch_w_ = Tensor::empty({D, P * P * 3});
-  cpu::patch_embed_pack_weight(pw.data(), D, 3, P, P, patch_w_.data());
+  patch_w_ = cpu::patch_embed_weight(pw.data(), D, 3, P, P);
   if (cfg_.patch_bias) patch_b_ = w.get("patch_embed.proj.bias", {D});
   cls_token_ = w.get("cls_token", {1, 1, D}).reshape({D});
   if (cfg_.use_abs_pos) pos_embed_ = w.get("pos_embed", {1, 1 + G * G, D}).reshape({1 + G * G, D});
@@ -134,8 +133,8 @@ void Eva02Encoder::forward(const float* image, float* out, core::ThreadPool* poo
 
   // [cls, patches] + pos_embed
   std::memcpy(x.data(), cls_token_.data(), sizeof(float) * D);
-  cpu::patch_embed(image, 1, S, S, 3, patch_w_.data(), cfg_.patch_bias ? patch_b_.data() : nullptr, D, P, P,
-                   big.data(), x.data() + D, pool);
+  cpu::patch_embed(image, 1, S, S, 3, patch_w_, cfg_.patch_bias ? patch_b_.data() : nullptr, P, P, big.data(),
+                   x.data() + D, pool);
   if (cfg_.use_abs_pos) {
     const float* pe = pos_embed_.data();
     float* xp = x.data();

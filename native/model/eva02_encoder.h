@@ -76,7 +76,8 @@ class Eva02Encoder {
   };
 
   Eva02EncoderConfig cfg_;
-  core::Tensor patch_w_, patch_b_;  // packed (D, P*P*3), (D) or empty
+  cpu::PackedWeight patch_w_;       // (D, P*P*3) (cpu::patch_embed_weight)
+  core::Tensor patch_b_;            // (D) or empty
   core::Tensor cls_token_;          // (D)
   core::Tensor pos_embed_;          // (1 + G*G, D) or empty
   core::Tensor ln_pre_w_, ln_pre_b_, ln_post_w_, ln_post_b_;

@@ -90,8 +90,7 @@ SamImageEncoder::SamImageEncoder(const core::JsonReader& section, const core::Sa
   const int64_t hd = cfg_.head_dim();
 
   Tensor pw = w.get("patch_embed.projection.weight", {D, 3, P, P});
-  patch_w_ = Tensor::empty({D, P * P * 3});
-  cpu::patch_embed_pack_weight(pw.data(), D, 3, P, P, patch_w_.data());
+  patch_w_ = cpu::patch_embed_weight(pw.data(), D, 3, P, P);
   patch_b_ = w.get("patch_embed.projection.bias", {D});
   if (cfg_.use_abs_pos) pos_embed_ = w.get("pos_embed", {1, G, G, D}).reshape({G * G, D});
 
@@ -238,7 +237,7 @@ void SamImageEncoder::forward(const float* image, float* out, core::ThreadPool* 
       {N * M, N * 9 * C, cpu::patch_embed_scratch_size(1, S, S, 3, P, P)})));
 
   // Patch embedding (+ absolute position embedding).
-  cpu::patch_embed(image, 1, S, S, 3, patch_w_.data(), patch_b_.data(), D, P, P, big.data(), x.data(), pool);
+  cpu::patch_embed(image, 1, S, S, 3, patch_w_, patch_b_.data(), P, P, big.data(), x.data(), pool);
   if (cfg_.use_abs_pos) {
     const float* pe = pos_embed_.data();
     float* xp = x.data();

@@ -84,7 +84,8 @@ class SamImageEncoder {
                        core::ThreadPool* pool) const;
 
   SamImageEncoderConfig cfg_;
-  core::Tensor patch_w_, patch_b_;   // packed (D, 16*16*3), (D)
+  cpu::PackedWeight patch_w_;        // (D, 16*16*3) (cpu::patch_embed_weight)
+  core::Tensor patch_b_;             // (D)
   core::Tensor pos_embed_;           // (G*G, D) or empty
   std::vector<Layer> layers_;
   cpu::PackedWeight neck_conv1_;                     // (C, D)

@@ -20,13 +20,12 @@ TEST(patch_embed_matches_naive_conv) {
     auto x = rng.vec(p.b * p.h * p.w * p.cin, 0, 255);
     auto wt = rng.vec(p.cout * p.cin * p.k * p.k);  // torch (Cout, Cin, kh, kw)
     auto bias = rng.vec(p.cout);
-    std::vector<float> packed(wt.size());
-    cpu::patch_embed_pack_weight(wt.data(), p.cout, p.cin, p.k, p.k, packed.data());
+    const cpu::PackedWeight packed = cpu::patch_embed_weight(wt.data(), p.cout, p.cin, p.k, p.k);
     const int64_t gh = p.h / p.k, gw = p.w / p.k;
     std::vector<float> scratch(cpu::patch_embed_scratch_size(p.b, p.h, p.w, p.cin, p.k, p.k));
     std::vector<float> out(p.b * gh * gw * p.cout);
     core::ThreadPool pool(2);
-    cpu::patch_embed(x.data(), p.b, p.h, p.w, p.cin, packed.data(), bias.data(), p.cout, p.k, p.k, scratch.data(),
+    cpu::patch_embed(x.data(), p.b, p.h, p.w, p.cin, packed, bias.data(), p.k, p.k, scratch.data(),
                      out.data(), &pool);
     std::vector<double> ref(out.size());
     for (int64_t b = 0; b < p.b; ++b)
