@@ -55,3 +55,21 @@ def rel_l2(a, b) -> float:
     b = np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape, (a.shape, b.shape)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def fixture_main(write_case, description: str, root: Path, argv=None) -> int:
+    """The command line of the golden fixture scripts (scripts/fixtures_{vision,text,prompt_mask}.py): writes
+    `write_case(name, out_dir)` for each of --cases (default: every golden case) into --out (default
+    <root>/build/fixtures/golden), single-threaded torch."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=description.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(root) / "build" / "fixtures" / "golden"))
+    ap.add_argument("--cases", default=",".join(GOLDEN_CASES))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    for name in args.cases.split(","):
+        write_case(name, Path(args.out))
+    return 0

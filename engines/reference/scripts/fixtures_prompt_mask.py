@@ -40,7 +40,6 @@ Run from engines/reference (the repo root is found from this file).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -53,7 +52,7 @@ sys.path.insert(0, str(ROOT / "engines" / "reference"))
 
 from pixelllm_ref import (convert, decoding, feature_fusion, git_decoder, mask_adapter, mask_decoder,  # noqa: E402
                           point_head, prompt_adapter, prompt_encoder, t5)
-from pixelllm_ref.golden import GOLDEN_CASES, load_golden, rel_l2  # noqa: E402
+from pixelllm_ref.golden import fixture_main, load_golden, rel_l2  # noqa: E402
 
 
 def _load(prefix: str, cls, cfg, tensors):
@@ -234,14 +233,7 @@ def _decode_runs(runs: list[int], shape) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "build" / "fixtures" / "golden"))
-    ap.add_argument("--cases", default=",".join(GOLDEN_CASES))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    for name in args.cases.split(","):
-        write_case(name, Path(args.out))
-    return 0
+    return fixture_main(write_case, __doc__, ROOT, argv)
 
 
 if __name__ == "__main__":

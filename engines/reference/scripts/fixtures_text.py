@@ -28,7 +28,6 @@ Run from engines/reference (the repo root is found from this file).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "engines" / "reference"))
 
 from pixelllm_ref import convert, decoding, git_decoder, point_head, t5  # noqa: E402
-from pixelllm_ref.golden import GOLDEN_CASES, load_golden, rel_l2  # noqa: E402
+from pixelllm_ref.golden import fixture_main, load_golden, rel_l2  # noqa: E402
 
 BEAMS = (("beam2", 2, 2, False), ("beam4", 4, 2, False), ("beam3c", 3, 1, True))
 
@@ -130,14 +129,7 @@ def write_case(name: str, out_root: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "build" / "fixtures" / "golden"))
-    ap.add_argument("--cases", default=",".join(GOLDEN_CASES))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    for name in args.cases.split(","):
-        write_case(name, Path(args.out))
-    return 0
+    return fixture_main(write_case, __doc__, ROOT, argv)
 
 
 if __name__ == "__main__":
