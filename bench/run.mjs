@@ -149,13 +149,17 @@ async function benchModel(opts, name, env) {
   const conc = opts.smoke ? 2 : 8;
   log(opts, `bench: ${name}: loading peers (${T} threads each)`);
   const ours = new LineServer('native', EXE, [dir, String(T)], env);
+  // The opt-in bfloat16 decoder weights (LoadOptions.decoderWeights 'bf16'): reported beside, never as the targets'
+  // numbers (those compare float32 with float32).
+  const oursBf16 = new LineServer('native-bf16', EXE, [dir, String(T), 'bf16'], env);
   const torch = new LineServer('torch', PY, [path.join(BENCH, 'torch_peer.py'), dir, String(T)], env);
   const ortAvail = OrtPeer.available();
   const ort = ortAvail.ok ? new OrtPeer(dir, cfg, T) : null;
   const raw = { encode: { ours: [], ort: [], torch: [] }, oursParts: [], step: { ours: {}, ort: [] },
-    e2e: { ours: [], torch: [] }, concurrent: { one: [], many: [], rows: [] }, gemm: [], roofline: [] };
+    e2e: { ours: [], torch: [], bf16: [] }, bf16Step: {}, concurrent: { one: [], many: [], rows: [] }, gemm: [], roofline: [] };
   try {
     const info = await ours.call('info');
+    const bf16Info = await oursBf16.call('info');
     const torchInfo = await torch.call('info');
     const maxPos = Math.min(cfg.git_decoder.max_positions, 128);
     const posHigh = Math.min(120, maxPos - 4), posMid = Math.min(64, Math.floor(maxPos / 2)), posLow = 8;
@@ -185,14 +189,16 @@ async function benchModel(opts, name, env) {
       const s = (await ours.call(`steps ${posHigh + 3}`)).step_ms;
       for (const p of [posLow, posMid, posHigh]) (raw.step.ours[p] ??= []).push(median(s.slice(p - 2, p + 3)));
       if (ort) raw.step.ort.push(median(await ort.step(posMid, info.n_visual, 5)));
+      const sb = (await oursBf16.call(`steps ${posHigh + 3}`)).step_ms;
+      for (const p of [posLow, posMid, posHigh]) (raw.bf16Step[p] ??= []).push(median(sb.slice(p - 2, p + 3)));
     }
 
     // End to end: encode + adapter + prefill + `tokens` greedy steps with the point head, ours vs torch.
     for (let r = 0; r < R; ++r) {
       log(opts, `  caption round ${r + 1}/${R}`);
-      const pair = [['ours', ours], ['torch', torch]];
-      for (let i = 0; i < 2; ++i) {
-        const [k, srv] = pair[(i + r) % 2];
+      const peers = [['ours', ours], ['torch', torch], ['bf16', oursBf16]];
+      for (let i = 0; i < peers.length; ++i) {
+        const [k, srv] = peers[(i + r) % peers.length];
         raw.e2e[k].push((await srv.call(`caption ${tokens}`)).ms);
       }
     }
@@ -217,6 +223,8 @@ async function benchModel(opts, name, env) {
     const steps = Object.fromEntries(Object.entries(raw.step.ours).map(([p, xs]) => [p, summary(xs)]));
     const ortStep = summary(raw.step.ort);
     const e2e = { ours: summary(raw.e2e.ours), torch: summary(raw.e2e.torch) };
+    const bf16Steps = Object.fromEntries(Object.entries(raw.bf16Step).map(([p, xs]) => [p, summary(xs)]));
+    const bf16E2e = summary(raw.e2e.bf16);
     const gemmPeak = Math.max(...raw.gemm);
     const encGflops = info.encoder_gflop / (enc.ours.median / 1e3);
     const part = (k) => round(median(raw.oursParts.map((x) => x[k])), 2);
@@ -268,11 +276,19 @@ async function benchModel(opts, name, env) {
         batchedSpeedupModel: ratio(median(raw.concurrent.rows), median(raw.concurrent.one)),
         encoderGflop: info.encoder_gflop, encoderGflops: round(encGflops, 2), sgemmPeakGflops: round(gemmPeak, 2),
         roofline: roof,
+        // Opt-in bfloat16 decoder weights, same run: step times, the same ratios, the weight bytes each step reads.
+        bf16Decoder: {
+          stepMs: bf16Steps, e2eMs: bf16E2e,
+          stepVsOrt: ratio(ortStep.median, bf16Steps[posMid].median),
+          stepVsOursFp32: ratio(steps[posMid].median, bf16Steps[posMid].median),
+          e2eVsTorch: ratio(e2e.torch.median, bf16E2e.median),
+          stepWeightMb: round(bf16Info.step_weight_bytes / 1e6, 1),
+        },
         loopLag: lag, ort: ort ? `onnxruntime-node ${ortAvail.version} (CPU EP, in-process)` : `unavailable: ${ortAvail.reason}`,
       },
     };
   } finally {
-    await Promise.allSettled([ours.close(), torch.close(), ort?.release()]);
+    await Promise.allSettled([ours.close(), oursBf16.close(), torch.close(), ort?.release()]);
   }
 }
 
@@ -300,6 +316,9 @@ function printTable(result) {
     console.log(`  step ms    ours@${m.positions.low} ${d.stepMs.ours[m.positions.low].median}  ours@${m.positions.mid} ` +
       `${d.stepMs.ours[m.positions.mid].median}  ours@${m.positions.high} ${d.stepMs.ours[m.positions.high].median}  ort@${m.positions.mid} ${d.stepMs.ortAtMid.median}`);
     console.log(`  e2e ms     ours ${d.e2eMs.ours.median}  torch ${d.e2eMs.torch.median}`);
+    const bf = d.bf16Decoder;
+    console.log(`  bf16 decoder weights (opt-in, not the targets' numbers): step@${m.positions.mid} ${bf.stepMs[m.positions.mid].median} ms` +
+      ` (stepVsOrt ${bf.stepVsOrt}, x${bf.stepVsOursFp32} ours fp32, streams ${bf.stepWeightMb} MB)  e2e ${bf.e2eMs.median} ms (e2eVsTorch ${bf.e2eVsTorch})`);
     if (d.tokensPerSecond)
       console.log(`  tokens/s   public API: 1 caption ${d.tokensPerSecond.one.median}  ${m.concurrency} concurrent ${d.tokensPerSecond.concurrent.median}`);
     const b = d.benchExeTokensPerSecond;

@@ -27,7 +27,7 @@ import { Mask } from './masks';
 import type { RLE } from './masks';
 import { PixelLLM } from './model';
 import { packageRoot } from './native';
-import type { Backend, Box } from './types';
+import type { Backend, Box, DecoderWeights } from './types';
 
 /** The scene generator is missing (no reference venv, or not a repository checkout). */
 export class EvalSetupError extends BackendUnavailableError {
@@ -41,6 +41,7 @@ export interface EvalOptions {
   model?: string | PixelLLM;
   backend?: Backend;
   threads?: number;
+  decoderWeights?: DecoderWeights;
   /** Python with the reference's dependencies; default $PIXELLLM_PYTHON or engines/reference/.venv/bin/python. */
   python?: string;
   /** Keep the generated scenes in this folder instead of a temporary one. */
@@ -54,6 +55,8 @@ export interface EvalResult {
   count: number;
   model: string;
   backend: string;
+  /** CPU backend: the text decoder's weight format ('fp32' | 'bf16'). */
+  decoderWeights?: DecoderWeights;
   objects: number;
   /** Share of objects whose referring box has IoU >= 0.5 with the ground truth. */
   referAcc50: number | null;
@@ -150,7 +153,7 @@ export async function evaluate(options: EvalOptions): Promise<EvalResult> {
   referencePython(options.python); // fail before loading the model
   const t0 = performance.now();
   const ownModel = !(options.model instanceof PixelLLM);
-  const model = options.model instanceof PixelLLM ? options.model : await PixelLLM.load(options.model, { backend: options.backend, threads: options.threads });
+  const model = options.model instanceof PixelLLM ? options.model : await PixelLLM.load(options.model, { backend: options.backend, threads: options.threads, decoderWeights: options.decoderWeights });
   const dir = options.scenesDir ?? (await mkdtemp(path.join(os.tmpdir(), 'pixelllm-eval-')));
   try {
     const manifest = await generateScenes(options.seed, options.count, dir, options.python);
@@ -225,6 +228,7 @@ export async function evaluateScenes(model: PixelLLM, dir: string, manifest: Sce
     count: manifest.count,
     model: info.dir,
     backend: info.backend,
+    ...(info.decoderWeights ? { decoderWeights: info.decoderWeights } : {}),
     objects,
     referAcc50: mean(referIoU.map((v) => (v >= 0.5 ? 1 : 0))),
     maskIoU: info.hasMaskDecoder ? mean(masksIoU) : null,

@@ -6,7 +6,7 @@ describe('cli argument parsing', () => {
   it('parses each subcommand', () => {
     assert.deepEqual(parseCli(['caption', 'a.png', '--json']), {
       command: 'caption', image: 'a.png', expression: undefined, model: undefined, backend: 'auto', threads: 0,
-      json: true, box: undefined, mask: false, render: undefined,
+      decoderWeights: 'fp32', json: true, box: undefined, mask: false, render: undefined,
     });
     const r = parseCli(['refer', 'a.png', 'the', 'red', 'circle', '--mask', '--render', 'o.png', '--model', 'm']);
     assert.equal(r.expression, 'the red circle');
@@ -16,6 +16,7 @@ describe('cli argument parsing', () => {
     assert.deepEqual(parseCli(['segment', 'a.png', '--box', '1,2,30.5,40']).box, [1, 2, 30.5, 40]);
     assert.equal(parseCli(['describe', 'a.png', '--box', '0,0,5,5', '--backend', 'cpu', '--threads', '2']).threads, 2);
     assert.equal(parseCli(['dense', 'a.png']).command, 'dense');
+    assert.equal(parseCli(['caption', 'a.png', '--decoder-weights', 'bf16']).decoderWeights, 'bf16');
     assert.equal(parseCli(['eval']).command, 'eval');
   });
 
@@ -28,6 +29,7 @@ describe('cli argument parsing', () => {
       ['segment', 'a.png', '--box', '1,2,3'],
       ['caption', 'a.png', '--backend', 'gpu'],
       ['caption', 'a.png', '--threads', '-1'],
+      ['caption', 'a.png', '--decoder-weights', 'int8'],
       ['caption', 'a.png', 'extra'],
       ['caption', 'a.png', '--unknown'],
     ]) {

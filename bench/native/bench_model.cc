@@ -16,7 +16,8 @@ double ms_since(Clock::time_point t0) {
 }
 }  // namespace
 
-BenchModel::BenchModel(const std::string& dir, int threads) : pool_(threads) {
+BenchModel::BenchModel(const std::string& dir, int threads, cpu::WeightFormat decoder_weights)
+    : pool_(threads), decoder_weights_(decoder_weights) {
   config_ = core::parse_json_file(dir + "/config.json");
   weights_ = core::SafeTensors::open(dir + "/model.safetensors");
   cpu::blas_set_threads(pool_.size());
@@ -31,7 +32,7 @@ BenchModel::BenchModel(const std::string& dir, int threads) : pool_(threads) {
   fusion_ = std::make_unique<model::FeatureFusion>(top.object("feature_fusion"), *weights_);
   prompt_encoder_ = std::make_unique<model::PromptEncoder>(config_, *weights_);
   prompt_adapter_ = std::make_unique<model::PromptAdapter>(config_, *weights_);
-  decoder_ = model::GitDecoder::load(top.object("git_decoder"), *weights_);
+  decoder_ = model::GitDecoder::load(top.object("git_decoder"), *weights_, decoder_weights);
   points_ = model::PointHead::load(top.object("point_head"), *weights_);
   const int g = fusion_->output_size();
   n_visual_ = static_cast<int>(prompt_adapter_->tokens_per_prompt(g, g));
@@ -85,7 +86,10 @@ double BenchModel::step_weight_bytes() const {
   for (const std::string& name : weights_->names()) {
     const bool decoder = name.rfind("git_decoder.", 0) == 0 && name.rfind("git_decoder.embeddings.", 0) != 0 &&
                          name.rfind("git_decoder.visual_projection.", 0) != 0;
-    if (decoder || name.rfind("point_head.", 0) == 0) bytes += 4.0 * double(weights_->info(name).numel);
+    const core::TensorInfo& t = weights_->info(name);
+    // The decoder's matrices are packed in decoder_weights_'s format (bf16: 2 bytes); the rest stays float32.
+    const double each = decoder && t.shape.size() == 2 && decoder_weights_ == cpu::WeightFormat::bf16 ? 2.0 : 4.0;
+    if (decoder || name.rfind("point_head.", 0) == 0) bytes += each * double(t.numel);
   }
   return bytes;
 }

@@ -30,7 +30,7 @@ struct Timing {  // milliseconds
 
 class BenchModel {
  public:
-  BenchModel(const std::string& dir, int threads);
+  BenchModel(const std::string& dir, int threads, cpu::WeightFormat decoder_weights = cpu::WeightFormat::f32);
 
   int image_size() const { return image_size_; }
   int64_t feature_floats() const { return fusion_->output_floats(); }
@@ -77,6 +77,7 @@ class BenchModel {
   std::unique_ptr<model::FeatureFusion> fusion_;
   std::unique_ptr<model::PromptEncoder> prompt_encoder_;
   std::unique_ptr<model::PromptAdapter> prompt_adapter_;
+  cpu::WeightFormat decoder_weights_ = cpu::WeightFormat::f32;
   std::unique_ptr<model::GitDecoder> decoder_;
   std::unique_ptr<model::PointHead> points_;
 };

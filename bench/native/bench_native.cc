@@ -275,13 +275,13 @@ std::string gemm_split_probe(core::ThreadPool& pool, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR THREADS\n", argv[0]);
+  if (argc < 3 || argc > 4) {
+    std::fprintf(stderr, "usage: %s MODEL_DIR THREADS [fp32|bf16 (decoder weights)]\n", argv[0]);
     return 2;
   }
   try {
     auto t_load = Clock::now();
-    bench::BenchModel m(argv[1], std::atoi(argv[2]));
+    bench::BenchModel m(argv[1], std::atoi(argv[2]), cpu::weight_format(argc > 3 ? argv[3] : "fp32"));
     const double load_ms = ms_since(t_load);
     const std::vector<uint8_t> image = m.test_image();
     std::vector<float> features, visual;
@@ -303,7 +303,8 @@ int main(int argc, char** argv) {
         out << "{\"image_size\":" << m.image_size() << ",\"n_visual\":" << m.n_visual()
             << ",\"visual_dim\":" << m.visual_dim() << ",\"threads\":" << m.pool().size()
             << ",\"blas_threads\":" << cpu::blas_threads() << ",\"max_positions\":" << m.max_positions()
-            << ",\"encoder_gflop\":" << num(m.encoder_flops() / 1e9) << "}";
+            << ",\"encoder_gflop\":" << num(m.encoder_flops() / 1e9)
+            << ",\"step_weight_bytes\":" << num(m.step_weight_bytes()) << "}";
       } else if (cmd == "encode") {
         bench::Timing t;
         auto t0 = Clock::now();

@@ -84,6 +84,7 @@ Napi::Object InfoToJs(Napi::Env env, const pipeline::ModelInfo& info) {
   o.Set("hasMaskDecoder", Napi::Boolean::New(env, info.has_mask_decoder));
   o.Set("backend", info.backend);
   o.Set("threads", Napi::Number::New(env, info.threads));
+  if (!info.decoder_weights.empty()) o.Set("decoderWeights", info.decoder_weights);
   return o;
 }
 

@@ -61,6 +61,10 @@ Napi::Value Model::Load(const Napi::CallbackInfo& info) {
     Throw(env, "INVALID_ARGUMENT", "backend must be 'auto', 'cpu' or 'tensorrt', got '" + load.backend + "'");
   }
   load.threads = args::OptionalInt(options, "threads", 0, 0, args::kMaxThreads);
+  load.decoder_weights = args::OptionalString(options, "decoderWeights", "fp32");
+  if (load.decoder_weights != "fp32" && load.decoder_weights != "bf16") {
+    Throw(env, "INVALID_ARGUMENT", "decoderWeights must be 'fp32' or 'bf16', got '" + load.decoder_weights + "'");
+  }
   return (new LoadWorker(env, std::move(dir), std::move(load)))->Start();
 }
 

@@ -13,6 +13,7 @@ namespace pixelllm::cpu::simd {
 typedef float vf __attribute__((vector_size(64)));
 typedef int32_t vi __attribute__((vector_size(64)));
 typedef float vf_unaligned __attribute__((vector_size(64), aligned(4), may_alias));
+typedef uint16_t vh_unaligned __attribute__((vector_size(32), aligned(2), may_alias));  // 16 bfloat16
 constexpr int kLanes = 16;
 
 #if defined(__has_feature)
@@ -33,6 +34,10 @@ constexpr int kLanes = 16;
 PIXELLLM_SIMD_INLINE void load(vf& v, const float* p) { v = *reinterpret_cast<const vf_unaligned*>(p); }
 PIXELLLM_SIMD_INLINE void store(float* p, const vf& v) { *reinterpret_cast<vf_unaligned*>(p) = v; }
 PIXELLLM_SIMD_INLINE void splat(vf& v, float s) { v = vf{} + s; }
+// 16 bfloat16 (the upper halves of float32) widened to float32, exactly.
+PIXELLLM_SIMD_INLINE void load(vf& v, const uint16_t* p) {
+  v = (vf)(__builtin_convertvector(*reinterpret_cast<const vh_unaligned*>(p), vi) << 16);
+}
 
 // v = mask ? a : b, lane-wise (mask lanes are all-ones or zero, as vector comparisons produce them).
 PIXELLLM_SIMD_INLINE void select(vf& v, const vi& mask, const vf& a, const vf& b) {

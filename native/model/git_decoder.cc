@@ -108,7 +108,7 @@ class GitDecoder::State final : public TextDecoderState {
 
 // ---- loading ----------------------------------------------------------------------------------------------------
 
-GitDecoder::GitDecoder(const GitDecoderConfig& c, const core::SafeTensors& w) : cfg_(c) {
+GitDecoder::GitDecoder(const GitDecoderConfig& c, const core::SafeTensors& w, cpu::WeightFormat format) : cfg_(c) {
   const int64_t d = c.hidden_size, v = c.vocab_size, ff = c.intermediate_size;
   const std::string p = "git_decoder.";
   vis_w_ = w.get(p + "visual_projection.0.weight", {d, c.visual_dim});
@@ -125,16 +125,16 @@ GitDecoder::GitDecoder(const GitDecoderConfig& c, const core::SafeTensors& w) : 
     const Tensor qkv = concat_rows(w.get(l + "attention.self.query.weight", {d, d}),
                                    w.get(l + "attention.self.key.weight", {d, d}),
                                    w.get(l + "attention.self.value.weight", {d, d}));
-    L.qkv_w = cpu::PackedWeight::pack(qkv.data(), 3 * d, d);
+    L.qkv_w = cpu::PackedWeight::pack(qkv.data(), 3 * d, d, format);
     L.qkv_b = concat_rows(w.get(l + "attention.self.query.bias", {d}), w.get(l + "attention.self.key.bias", {d}),
                           w.get(l + "attention.self.value.bias", {d}));
-    L.out_w = cpu::PackedWeight::pack(w.get(l + "attention.output.dense.weight", {d, d}));
+    L.out_w = cpu::PackedWeight::pack(w.get(l + "attention.output.dense.weight", {d, d}), format);
     L.out_b = w.get(l + "attention.output.dense.bias", {d});
     L.ln1_g = w.get(l + "attention.output.LayerNorm.weight", {d});
     L.ln1_b = w.get(l + "attention.output.LayerNorm.bias", {d});
-    L.inter_w = cpu::PackedWeight::pack(w.get(l + "intermediate.dense.weight", {ff, d}));
+    L.inter_w = cpu::PackedWeight::pack(w.get(l + "intermediate.dense.weight", {ff, d}), format);
     L.inter_b = w.get(l + "intermediate.dense.bias", {ff});
-    L.out2_w = cpu::PackedWeight::pack(w.get(l + "output.dense.weight", {d, ff}));
+    L.out2_w = cpu::PackedWeight::pack(w.get(l + "output.dense.weight", {d, ff}), format);
     L.out2_b = w.get(l + "output.dense.bias", {d});
     L.ln2_g = w.get(l + "output.LayerNorm.weight", {d});
     L.ln2_b = w.get(l + "output.LayerNorm.bias", {d});
@@ -142,12 +142,13 @@ GitDecoder::GitDecoder(const GitDecoderConfig& c, const core::SafeTensors& w) : 
   }
   PIXELLLM_CHECK(!w.has(p + "encoder.layer." + std::to_string(c.num_layers) + ".attention.self.query.weight"),
                  ConfigMismatch, "git_decoder: the weights have more layers than config num_layers");
-  out_w_ = cpu::PackedWeight::pack(w.get(p + "output.weight", {v, d}));
+  out_w_ = cpu::PackedWeight::pack(w.get(p + "output.weight", {v, d}), format);
   out_b_ = w.get(p + "output.bias", {v});
 }
 
-std::unique_ptr<GitDecoder> GitDecoder::load(const core::JsonReader& section, const core::SafeTensors& weights) {
-  return std::make_unique<GitDecoder>(GitDecoderConfig::from_json(section), weights);
+std::unique_ptr<GitDecoder> GitDecoder::load(const core::JsonReader& section, const core::SafeTensors& weights,
+                                             cpu::WeightFormat format) {
+  return std::make_unique<GitDecoder>(GitDecoderConfig::from_json(section), weights, format);
 }
 
 std::unique_ptr<TextDecoderState> GitDecoder::new_state(const TextDecoderLimits& lim) const {

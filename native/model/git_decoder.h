@@ -36,9 +36,12 @@ struct GitDecoderConfig {
 class GitDecoder final : public TextDecoder {
  public:
   // Reads and packs the weights (fused QKV). MODEL_FORMAT for missing tensors, CONFIG_MISMATCH for bad shapes.
-  GitDecoder(const GitDecoderConfig& config, const core::SafeTensors& weights);
+  // format: how the layers' and the vocabulary projection's weights are stored (cpu/packed_linear.h).
+  GitDecoder(const GitDecoderConfig& config, const core::SafeTensors& weights,
+             cpu::WeightFormat format = cpu::WeightFormat::f32);
   // section = JsonReader(config, "config.json").object("git_decoder")
-  static std::unique_ptr<GitDecoder> load(const core::JsonReader& section, const core::SafeTensors& weights);
+  static std::unique_ptr<GitDecoder> load(const core::JsonReader& section, const core::SafeTensors& weights,
+                                          cpu::WeightFormat format = cpu::WeightFormat::f32);
 
   const GitDecoderConfig& config() const noexcept { return cfg_; }
 

@@ -128,26 +128,27 @@ class T5::State final : public TextDecoderState {
 
 // ---- loading ----------------------------------------------------------------------------------------------------
 
-T5::T5(const T5Config& c, const core::SafeTensors& w) : cfg_(c), inner_(c.num_heads * c.d_kv) {
+T5::T5(const T5Config& c, const core::SafeTensors& w, cpu::WeightFormat format)
+    : cfg_(c), inner_(c.num_heads * c.d_kv) {
   const int64_t d = c.d_model, in = inner_, f = c.d_ff, v = c.vocab_size;
   shared_ = w.get("t5.shared.weight", {v, d});
   auto attention = [&](const std::string& p, bool self) {
     Attention a;
     Tensor q = w.get(p + ".q.weight", {in, d}), k = w.get(p + ".k.weight", {in, d}), vv = w.get(p + ".v.weight", {in, d});
     if (self) {
-      a.qkv_w = cpu::PackedWeight::pack(concat({q, k, vv}).data(), 3 * in, d);
+      a.qkv_w = cpu::PackedWeight::pack(concat({q, k, vv}).data(), 3 * in, d, format);
     } else {
-      a.q_w = cpu::PackedWeight::pack(q);
-      a.kv_w = cpu::PackedWeight::pack(concat({k, vv}).data(), 2 * in, d);
+      a.q_w = cpu::PackedWeight::pack(q, format);
+      a.kv_w = cpu::PackedWeight::pack(concat({k, vv}).data(), 2 * in, d, format);
     }
-    a.o_w = cpu::PackedWeight::pack(w.get(p + ".o.weight", {d, in}));
+    a.o_w = cpu::PackedWeight::pack(w.get(p + ".o.weight", {d, in}), format);
     return a;
   };
   auto mlp_w = [&](const std::string& p) {
     Mlp m;
-    m.wi0 = cpu::PackedWeight::pack(w.get(p + ".DenseReluDense.wi_0.weight", {f, d}));
-    m.wi1 = cpu::PackedWeight::pack(w.get(p + ".DenseReluDense.wi_1.weight", {f, d}));
-    m.wo = cpu::PackedWeight::pack(w.get(p + ".DenseReluDense.wo.weight", {d, f}));
+    m.wi0 = cpu::PackedWeight::pack(w.get(p + ".DenseReluDense.wi_0.weight", {f, d}), format);
+    m.wi1 = cpu::PackedWeight::pack(w.get(p + ".DenseReluDense.wi_1.weight", {f, d}), format);
+    m.wo = cpu::PackedWeight::pack(w.get(p + ".DenseReluDense.wo.weight", {d, f}), format);
     return m;
   };
   for (int i = 0; i < c.num_encoder_layers; ++i) {
@@ -177,11 +178,12 @@ T5::T5(const T5Config& c, const core::SafeTensors& w) : cfg_(c), inner_(c.num_he
   dec_rel_ = w.get("t5.decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", {c.num_buckets, c.num_heads});
   enc_final_ = w.get("t5.encoder.final_layer_norm.weight", {d});
   dec_final_ = w.get("t5.decoder.final_layer_norm.weight", {d});
-  lm_head_ = cpu::PackedWeight::pack(w.get("t5.lm_head.weight", {v, d}));
+  lm_head_ = cpu::PackedWeight::pack(w.get("t5.lm_head.weight", {v, d}), format);
 }
 
-std::unique_ptr<T5> T5::load(const core::JsonReader& section, const core::SafeTensors& weights) {
-  return std::make_unique<T5>(T5Config::from_json(section), weights);
+std::unique_ptr<T5> T5::load(const core::JsonReader& section, const core::SafeTensors& weights,
+                             cpu::WeightFormat format) {
+  return std::make_unique<T5>(T5Config::from_json(section), weights, format);
 }
 
 std::unique_ptr<TextDecoderState> T5::new_state(const TextDecoderLimits& lim) const {

@@ -38,9 +38,11 @@ struct T5Config {
 
 class T5 final : public TextDecoder {
  public:
-  T5(const T5Config& config, const core::SafeTensors& weights);
+  // format: how the layers' and lm_head's weights are stored (cpu/packed_linear.h).
+  T5(const T5Config& config, const core::SafeTensors& weights, cpu::WeightFormat format = cpu::WeightFormat::f32);
   // section = JsonReader(config, "config.json").object("t5")
-  static std::unique_ptr<T5> load(const core::JsonReader& section, const core::SafeTensors& weights);
+  static std::unique_ptr<T5> load(const core::JsonReader& section, const core::SafeTensors& weights,
+                                  cpu::WeightFormat format = cpu::WeightFormat::f32);
 
   const T5Config& config() const noexcept { return cfg_; }
 

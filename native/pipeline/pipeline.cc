@@ -38,6 +38,7 @@ class PipelineImpl final : public Pipeline {
     request.dir = dir;
     request.backend = options.backend;
     request.threads = options.threads;
+    request.decoder_weights = options.decoder_weights;
     runtime::SelectedBackend selected = runtime::create_backend(request, config_);
     backend_ = std::move(selected.backend);
     model_ = TaskModel::from_config(config_, backend_.get());
@@ -55,6 +56,7 @@ class PipelineImpl final : public Pipeline {
     info_.has_mask_decoder = backend_->mask_decoder != nullptr;
     info_.backend = backend_->name;
     info_.threads = selected.threads;
+    info_.decoder_weights = info_.backend == "cpu" ? options.decoder_weights : "";
   }
 
   std::shared_ptr<const ImageFeatures> encode(const Image& image) override {

@@ -28,6 +28,8 @@ namespace pixelllm::pipeline {
 struct LoadOptions {
   std::string backend = "auto";  // "auto" | "cpu" | "tensorrt"; unknown or unavailable -> BACKEND_UNAVAILABLE
   int threads = 0;               // 0 = hardware concurrency
+  std::string decoder_weights = "fp32";  // CPU backend: "fp32" | "bf16" (text decoder weights; INVALID_ARGUMENT
+                                         // otherwise); the TensorRT backend ignores it
 };
 
 // A non-owning view of the original image, RGB8, row-major, tightly packed (stride = width * 3).
@@ -115,6 +117,7 @@ struct ModelInfo {
   bool has_mask_decoder = false;   // segment / refer with mask available
   std::string backend;             // the backend actually chosen: "cpu" | "tensorrt"
   int threads = 0;                 // worker threads actually used
+  std::string decoder_weights;     // "fp32" | "bf16" on the CPU backend, "" on TensorRT
 };
 
 class Pipeline {

@@ -31,6 +31,7 @@ std::string resolve_backend(const std::string& requested, const std::string& dir
 
 SelectedBackend create_backend(const BackendRequest& request, const core::Json& config) {
   SelectedBackend out;
+  const pixelllm::cpu::WeightFormat format = pixelllm::cpu::weight_format(request.decoder_weights);
   const std::string which = resolve_backend(request.backend, request.dir);
   if (which == "tensorrt") {
     // decoder profiles sized by the model's caption length (the same options `pixelllm build-engines` uses)
@@ -38,7 +39,7 @@ SelectedBackend create_backend(const BackendRequest& request, const core::Json& 
     return out;
   }
   const std::string weights = (std::filesystem::path(request.dir) / "model.safetensors").string();
-  out.backend = cpu::create_cpu_backend(config, core::SafeTensors::open(weights), request.threads);
+  out.backend = cpu::create_cpu_backend(config, core::SafeTensors::open(weights), request.threads, format);
   out.threads = cpu::cpu_backend_threads(*out.backend);
   return out;
 }

@@ -1,5 +1,6 @@
 // cpu: gemm/linear, norms, activations, softmax against naive double-precision loops.
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/thread_pool.h"
@@ -171,6 +172,50 @@ TEST(packed_linear_matches_and_rows_are_independent) {
         cpu::linear(x.data() + r * ldx, 1, pw, nullptr, alone.data());
         cpu::linear(x.data(), rows, pw, nullptr, batch.data(), false, ldx, 0);
         for (int64_t o = 0; o < out; ++o) CHECK_EQ(alone[o], batch[r * out + o]);
+      }
+    }
+  }
+  cpu::blas_set_threads(2);
+}
+
+// bfloat16 weights: rounded to nearest even at pack time, then the same float32 arithmetic in the same order, so a
+// bf16-packed weight gives exactly what an f32-packed copy of the rounded weights gives (any rows, 1-2 threads).
+TEST(packed_linear_bf16_is_the_f32_kernel_on_rounded_weights) {
+  auto round_bf16 = [](float f) {  // independent reference: round half to even on the upper 16 bits
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    const uint32_t lower = u & 0xffffu, upper = u >> 16;
+    uint32_t r = upper + (lower > 0x8000u || (lower == 0x8000u && (upper & 1u)) ? 1u : 0u);
+    r <<= 16;
+    float out;
+    std::memcpy(&out, &r, sizeof out);
+    return out;
+  };
+  CHECK_EQ(round_bf16(1.0f), 1.0f);
+  CHECK_EQ(round_bf16(1.0f + 1.0f / 256), 1.0f);              // a tie rounds to the even bfloat16 (1.0)
+  CHECK_EQ(round_bf16(1.0f + 3.0f / 256), 1.0f + 4.0f / 256);  // a tie rounds to the even bfloat16 (1 + 2^-6)
+  CHECK(cpu::weight_format("bf16") == cpu::WeightFormat::bf16 && cpu::weight_format("fp32") == cpu::WeightFormat::f32);
+  CHECK_THROWS_CODE(cpu::weight_format("fp16"), InvalidArgument, "fp16");
+  Rng rng(5);
+  for (int64_t out : {1, 16, 37, 2005}) {
+    const int64_t in = out == 2005 ? 600 : 29;  // 2005 x 600 bf16: 2.3 MiB, split over the pool
+    auto w = rng.vec(out * in), b = rng.vec(out);
+    w[0] = 1.0f + 1.0f / 256;                    // ties, both ways
+    if (w.size() > 1) w[1] = -(1.0f + 3.0f / 256);
+    std::vector<float> rounded(w.size());
+    for (size_t i = 0; i < w.size(); ++i) rounded[i] = round_bf16(w[i]);
+    const cpu::PackedWeight half = cpu::PackedWeight::pack(w.data(), out, in, cpu::WeightFormat::bf16);
+    const cpu::PackedWeight full = cpu::PackedWeight::pack(rounded.data(), out, in);
+    CHECK(half.format() == cpu::WeightFormat::bf16);
+    CHECK_EQ(half.bytes() * 2, full.bytes());
+    for (int64_t rows : {1, 3, 8, 13}) {
+      auto x = rng.vec(rows * in);
+      for (int threads : {1, 2}) {
+        cpu::blas_set_threads(threads);
+        std::vector<float> a(rows * out), c(rows * out);
+        cpu::linear(x.data(), rows, half, b.data(), a.data());
+        cpu::linear(x.data(), rows, full, b.data(), c.data());
+        for (size_t i = 0; i < a.size(); ++i) CHECK_EQ(a[i], c[i]);
       }
     }
   }

@@ -26,6 +26,38 @@ TEST(text_golden_teacher_forced) {
   }
 }
 
+// bfloat16 decoder weights (LoadOptions.decoderWeights 'bf16'): the teacher-forced pass stays within 2 % (rel L2)
+// of the golden logits and hidden states, and its KV-cache steps equal its own full pass like float32's do.
+TEST(text_bf16_decoder_weights_near_golden) {
+  for (const char* name : kCases) {
+    TextCase c;
+    if (!load_case(name, c, cpu::WeightFormat::bf16)) continue;
+    const int L = static_cast<int>(c.text.size()), V = c.decoder->vocab_size(), D = c.decoder->hidden_size();
+    std::vector<float> logits(size_t(L) * V), hidden(size_t(L) * D);
+    c.decoder->forward(c.visual.data(), c.n_visual, nullptr, 0, c.text.data(), L, logits.data(), hidden.data());
+    const core::Tensor gl = c.get("golden_tf_text_logits"), gh = c.get("golden_tf_text_feats");
+    const double el = test::rel_l2(logits.data(), gl.data(), size_t(L) * V);
+    const double eh = test::rel_l2(hidden.data(), gh.data(), size_t(L) * D);
+    std::cout << "  " << name << " bf16 weights vs golden: logits " << el << ", hidden " << eh << "\n";
+    CHECK(el <= 2e-2 && eh <= 2e-2);
+    CHECK(el > 1e-6);  // the weights really were rounded
+    model::TextDecoderLimits lim;
+    lim.max_visual = c.n_visual;
+    lim.max_text = L;
+    auto state = c.decoder->new_state(lim);
+    c.decoder->prefill(*state, c.visual.data(), c.n_visual, nullptr, 0, 1);
+    std::vector<float> lg(V);
+    double worst = 0;
+    int k = 1;  // up to the first EOS (T5's official rows are causal only there; see text_incremental)
+    while (k < L && c.text[k] != c.eos) ++k;
+    for (int p = 0; p < k; ++p) {
+      c.decoder->step(*state, &c.text[p], lg.data(), nullptr);
+      worst = std::max(worst, test::rel_l2(lg.data(), logits.data() + size_t(p) * V, V));
+    }
+    CHECK(worst <= kTol);
+  }
+}
+
 // KV-cache steps equal the official full pass at every position where the official rows are causal (GIT: all;
 // T5: up to the last valid target); the state is reusable; limits and bad ids are refused.
 TEST(text_incremental) {

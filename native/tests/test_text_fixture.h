@@ -43,15 +43,16 @@ struct TextCase : Fixture {
   }
 };
 
-inline bool load_case(const std::string& name, TextCase& c) {
+// format: how the decoder's weights are packed (cpu/packed_linear.h; bf16 for the opt-in decoder weights).
+inline bool load_case(const std::string& name, TextCase& c, cpu::WeightFormat format = cpu::WeightFormat::f32) {
   if (!load_fixture({"PIXELLLM_FIXTURES", "golden", "text", "engines/reference/scripts/fixtures_text.py"}, name, c))
     return false;
   core::JsonReader top(c.config, "config.json");
   const std::string head = top.get_string("text_decoder");
   if (head == "git_decoder")
-    c.decoder = model::GitDecoder::load(top.object("git_decoder"), *c.weights);
+    c.decoder = model::GitDecoder::load(top.object("git_decoder"), *c.weights, format);
   else
-    c.decoder = model::T5::load(top.object("t5"), *c.weights);
+    c.decoder = model::T5::load(top.object("t5"), *c.weights, format);
   c.points = model::PointHead::load(top.object("point_head"), *c.weights);
   core::Tensor vis = c.get("visual");
   c.n_visual = static_cast<int>(vis.dim(0));

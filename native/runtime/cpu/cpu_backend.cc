@@ -29,7 +29,8 @@ namespace {
 // The loaded model every component of one backend shares (each component holds a shared_ptr, so the order in
 // which the Backend's members are destroyed does not matter).
 struct Shared {
-  Shared(const core::Json& config, std::shared_ptr<core::SafeTensors> w, int threads)
+  Shared(const core::Json& config, std::shared_ptr<core::SafeTensors> w, int threads,
+         pixelllm::cpu::WeightFormat decoder_weights)
       : cfg(config), weights(std::move(w)), pool(threads) {
     core::JsonReader top(cfg, "config.json");
     image_size = static_cast<int>(top.get_int("image_size", 16, 8192));
@@ -46,9 +47,9 @@ struct Shared {
     prompt_adapter = std::make_unique<model::PromptAdapter>(cfg, *weights);
     const std::string head = top.get_string("text_decoder");
     if (head == "git_decoder")
-      text = model::GitDecoder::load(top.object("git_decoder"), *weights);
+      text = model::GitDecoder::load(top.object("git_decoder"), *weights, decoder_weights);
     else if (head == "t5")
-      text = model::T5::load(top.object("t5"), *weights);
+      text = model::T5::load(top.object("t5"), *weights, decoder_weights);
     else
       core::fail(core::ErrorCode::ConfigMismatch, "config.json: text_decoder '" + head + "' (git_decoder, t5)");
     points = model::PointHead::load(top.object("point_head"), *weights);
@@ -234,9 +235,9 @@ class CpuTextDecoderOwner final : public TextDecoderBackend {
 }  // namespace
 
 std::unique_ptr<Backend> create_cpu_backend(const core::Json& config, std::shared_ptr<core::SafeTensors> weights,
-                                            int threads) {
+                                            int threads, pixelllm::cpu::WeightFormat decoder_weights) {
   PIXELLLM_CHECK(weights != nullptr, InvalidArgument, "cpu backend: no weights");
-  auto shared = std::make_shared<Shared>(config, std::move(weights), threads);
+  auto shared = std::make_shared<Shared>(config, std::move(weights), threads, decoder_weights);
   pixelllm::cpu::blas_set_threads(shared->pool.size());
   auto backend = std::make_unique<Backend>();
   backend->name = "cpu";

@@ -17,14 +17,17 @@
 
 #include "core/json.h"
 #include "core/safetensors.h"
+#include "cpu/packed_linear.h"
 #include "runtime/backend.h"
 
 namespace pixelllm::runtime::cpu {
 
 // Builds every component from config.json (parsed) and the weights; MODEL_FORMAT / CONFIG_MISMATCH on a bad
-// model. The backend keeps `weights` alive.
+// model. The backend keeps `weights` alive. decoder_weights: how the text decoder's weights are stored
+// (cpu/packed_linear.h WeightFormat: f32, or bf16 for half the bytes per decode step).
 std::unique_ptr<Backend> create_cpu_backend(const core::Json& config, std::shared_ptr<core::SafeTensors> weights,
-                                            int threads);
+                                            int threads,
+                                            pixelllm::cpu::WeightFormat decoder_weights = pixelllm::cpu::WeightFormat::f32);
 
 // The worker threads the backend created by create_cpu_backend uses (for ModelInfo.threads).
 int cpu_backend_threads(const Backend& backend);
