@@ -88,7 +88,7 @@ PIXELLLM_SIMD_CLONES void panel_range_bf16(const uint16_t* w, int64_t in, int64_
 }
 
 void run_panels(const PackedWeight& w, int64_t p0, int64_t p1, const float* x, int64_t ldx, int64_t rows, float* y,
-            int64_t ldy) {
+                int64_t ldy) {
   if (w.format() == WeightFormat::bf16)
     panel_range_bf16(w.bf16(), w.in(), w.out(), p0, p1, x, ldx, rows, y, ldy);
   else
@@ -104,6 +104,16 @@ uint16_t to_bf16(float f) {
   return static_cast<uint16_t>(u >> 16);
 }
 
+// Torch-layout w (out, in) -> panels d (panels, in, 16): d[(o / 16) * in * 16 + i * 16 + o % 16] = convert(w[o][i]).
+template <typename T, typename Convert>
+void scatter_panels(const float* w, int64_t out, int64_t in, T* d, Convert convert) {
+  for (int64_t o = 0; o < out; ++o) {
+    const float* row = w + o * in;
+    T* dst = d + (o / kLanes) * in * kLanes + o % kLanes;
+    for (int64_t i = 0; i < in; ++i) dst[i * kLanes] = convert(row[i]);
+  }
+}
+
 }  // namespace
 
 WeightFormat weight_format(const std::string& name) {
@@ -111,8 +121,6 @@ WeightFormat weight_format(const std::string& name) {
   if (name == "bf16") return WeightFormat::bf16;
   core::fail(core::ErrorCode::InvalidArgument, "weight format '" + name + "' (expected 'fp32' or 'bf16')");
 }
-
-const char* weight_format_name(WeightFormat f) noexcept { return f == WeightFormat::bf16 ? "bf16" : "fp32"; }
 
 PackedWeight PackedWeight::pack(const float* w, int64_t out, int64_t in, WeightFormat format) {
   PIXELLLM_CHECK(w != nullptr && out > 0 && in > 0, InvalidArgument,
@@ -125,20 +133,10 @@ PackedWeight PackedWeight::pack(const float* w, int64_t out, int64_t in, WeightF
   const int64_t n = panels * in * kLanes;
   if (format == WeightFormat::bf16) {
     p.data_ = core::Tensor::zeros({(n + 1) / 2});
-    uint16_t* d = reinterpret_cast<uint16_t*>(p.data_.data());
-    for (int64_t o = 0; o < out; ++o) {
-      const float* row = w + o * in;
-      uint16_t* dst = d + (o / kLanes) * in * kLanes + o % kLanes;
-      for (int64_t i = 0; i < in; ++i) dst[i * kLanes] = to_bf16(row[i]);
-    }
-    return p;
-  }
-  p.data_ = core::Tensor::zeros({panels, in, kLanes});
-  float* d = p.data_.data();
-  for (int64_t o = 0; o < out; ++o) {
-    const float* row = w + o * in;
-    float* dst = d + (o / kLanes) * in * kLanes + o % kLanes;
-    for (int64_t i = 0; i < in; ++i) dst[i * kLanes] = row[i];
+    scatter_panels(w, out, in, reinterpret_cast<uint16_t*>(p.data_.data()), to_bf16);
+  } else {
+    p.data_ = core::Tensor::zeros({panels, in, kLanes});
+    scatter_panels(w, out, in, p.data_.data(), [](float v) { return v; });
   }
   return p;
 }

@@ -21,9 +21,8 @@ namespace pixelllm::cpu {
 // streams every weight once per token) half the bytes is up to twice the speed.
 enum class WeightFormat { f32, bf16 };
 
-// "fp32" | "bf16" -> the format; INVALID_ARGUMENT otherwise. name(): the inverse.
+// "fp32" | "bf16" -> the format; INVALID_ARGUMENT otherwise.
 WeightFormat weight_format(const std::string& name);
-const char* weight_format_name(WeightFormat f) noexcept;
 
 class PackedWeight {
  public:
