@@ -6,6 +6,7 @@
 
 #include "addon/args.h"
 #include "addon/errors.h"
+#include "addon/workers.h"
 #include "runtime/build_engines.h"
 #include "runtime/plan_manifest.h"
 
@@ -101,31 +102,17 @@ class BuildEnginesWorker final : public Napi::AsyncProgressQueueWorker<BuildProg
   std::optional<Failure> failure_;
 };
 
-class InspectEnginesWorker final : public Napi::AsyncWorker {
+class InspectEnginesWorker final : public PromiseWorker {
  public:
   InspectEnginesWorker(Napi::Env env, std::string dir, runtime::PlanIdentity target)
-      : Napi::AsyncWorker(env, "pixelllm.inspectEngines"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        dir_(std::move(dir)),
-        target_(std::move(target)) {}
-  Napi::Promise Promise() const { return deferred_.Promise(); }
+      : PromiseWorker(env, "pixelllm.inspectEngines"), dir_(std::move(dir)), target_(std::move(target)) {}
 
  private:
-  void Execute() override {
-    try {
-      if (!target_.known() && !runtime::tensorrt_identity(&target_, &target_reason_)) target_ = {};
-      rows_ = runtime::inspect_plans(dir_, target_);
-    } catch (...) {
-      failure_ = CaptureCurrentException();
-    }
+  void Run() override {
+    if (!target_.known() && !runtime::tensorrt_identity(&target_, &target_reason_)) target_ = {};
+    rows_ = runtime::inspect_plans(dir_, target_);
   }
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (failure_) {
-      deferred_.Reject(MakeError(env, failure_->code, failure_->message).Value());
-      return;
-    }
+  Napi::Value Result(Napi::Env env) override {
     Napi::Object out = Napi::Object::New(env);
     out.Set("target", IdentityObject(env, target_));
     out.Set("targetKnown", target_.known());
@@ -147,16 +134,13 @@ class InspectEnginesWorker final : public Napi::AsyncWorker {
       rows.Set(static_cast<uint32_t>(i), o);
     }
     out.Set("rows", rows);
-    deferred_.Resolve(out);
+    return out;
   }
-  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
 
-  Napi::Promise::Deferred deferred_;
   std::string dir_;
   runtime::PlanIdentity target_;
   std::string target_reason_;
   std::vector<runtime::PlanReport> rows_;
-  std::optional<Failure> failure_;
 };
 
 }  // namespace
@@ -190,10 +174,7 @@ Napi::Value InspectEngines(const Napi::CallbackInfo& info) {
   const int given = !target.gpu_name.empty() + !target.compute_capability.empty() + !target.tensorrt_version.empty();
   if (given != 0 && given != 3)
     Throw(env, "INVALID_ARGUMENT", "give all of gpu, computeCapability and tensorrtVersion, or none of them");
-  auto* worker = new InspectEnginesWorker(env, std::move(dir), std::move(target));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return (new InspectEnginesWorker(env, std::move(dir), std::move(target)))->Start();
 }
 
 }  // namespace pixelllm::addon
