@@ -149,17 +149,23 @@ async function benchModel(opts, name, env) {
   const conc = opts.smoke ? 2 : 8;
   log(opts, `bench: ${name}: loading peers (${T} threads each)`);
   const ours = new LineServer('native', EXE, [dir, String(T)], env);
-  // The opt-in bfloat16 decoder weights (LoadOptions.decoderWeights 'bf16'): reported beside, never as the targets'
-  // numbers (those compare float32 with float32).
+  // The opt-in reduced precision (LoadOptions decoderWeights 'bf16' + encoderPrecision 'bf16': bfloat16 decoder
+  // weights, encoders in bfloat16 arithmetic): reported beside, never as the targets' numbers (those compare float32
+  // with float32). Needs AVX512-BF16 for the encoders; without it the peer fails to start and is left out.
   const oursBf16 = new LineServer('native-bf16', EXE, [dir, String(T), 'bf16'], env);
+  let bf16Ok = true;
   const torch = new LineServer('torch', PY, [path.join(BENCH, 'torch_peer.py'), dir, String(T)], env);
   const ortAvail = OrtPeer.available();
   const ort = ortAvail.ok ? new OrtPeer(dir, cfg, T) : null;
-  const raw = { encode: { ours: [], ort: [], torch: [] }, oursParts: [], step: { ours: {}, ort: [] },
+  const raw = { encode: { ours: [], ort: [], torch: [], bf16: [] }, oursParts: [], step: { ours: {}, ort: [] },
     e2e: { ours: [], torch: [], bf16: [] }, bf16Step: {}, concurrent: { one: [], many: [], rows: [] }, gemm: [], roofline: [] };
   try {
     const info = await ours.call('info');
-    const bf16Info = await oursBf16.call('info');
+    const bf16Info = await oursBf16.call('info').catch((err) => {
+      bf16Ok = false;
+      log(opts, `  bf16 peer unavailable: ${String(err?.message ?? err).split('\n')[0]}`);
+      return null;
+    });
     const torchInfo = await torch.call('info');
     const maxPos = Math.min(cfg.git_decoder.max_positions, 128);
     const posHigh = Math.min(120, maxPos - 4), posMid = Math.min(64, Math.floor(maxPos / 2)), posLow = 8;
@@ -171,10 +177,12 @@ async function benchModel(opts, name, env) {
       ['ours', async () => { const r = await ours.call('encode'); raw.oursParts.push(r); return r.ms; }],
       ['ort', async () => (await ort.encode()).ms],
       ['torch', async () => (await torch.call('encode')).ms],
-    ].filter(([k]) => k !== 'ort' || ort);
+      ['bf16', async () => (await oursBf16.call('encode')).ms],
+    ].filter(([k]) => (k !== 'ort' || ort) && (k !== 'bf16' || bf16Ok));
     if (ort) await ort.encode();  // session creation + warm-up, untimed
     await ours.call('encode');
     await torch.call('encode');
+    if (bf16Ok) await oursBf16.call('encode');
     for (let r = 0; r < R; ++r) {
       for (let i = 0; i < encoders.length; ++i) {
         const [k, fn] = encoders[(i + r) % encoders.length];
@@ -189,14 +197,16 @@ async function benchModel(opts, name, env) {
       const s = (await ours.call(`steps ${posHigh + 3}`)).step_ms;
       for (const p of [posLow, posMid, posHigh]) (raw.step.ours[p] ??= []).push(median(s.slice(p - 2, p + 3)));
       if (ort) raw.step.ort.push(median(await ort.step(posMid, info.n_visual, 5)));
-      const sb = (await oursBf16.call(`steps ${posHigh + 3}`)).step_ms;
-      for (const p of [posLow, posMid, posHigh]) (raw.bf16Step[p] ??= []).push(median(sb.slice(p - 2, p + 3)));
+      if (bf16Ok) {
+        const sb = (await oursBf16.call(`steps ${posHigh + 3}`)).step_ms;
+        for (const p of [posLow, posMid, posHigh]) (raw.bf16Step[p] ??= []).push(median(sb.slice(p - 2, p + 3)));
+      }
     }
 
     // End to end: encode + adapter + prefill + `tokens` greedy steps with the point head, ours vs torch.
     for (let r = 0; r < R; ++r) {
       log(opts, `  caption round ${r + 1}/${R}`);
-      const peers = [['ours', ours], ['torch', torch], ['bf16', oursBf16]];
+      const peers = [['ours', ours], ['torch', torch], ['bf16', oursBf16]].filter(([k]) => k !== 'bf16' || bf16Ok);
       for (let i = 0; i < peers.length; ++i) {
         const [k, srv] = peers[(i + r) % peers.length];
         raw.e2e[k].push((await srv.call(`caption ${tokens}`)).ms);
@@ -224,7 +234,8 @@ async function benchModel(opts, name, env) {
     const ortStep = summary(raw.step.ort);
     const e2e = { ours: summary(raw.e2e.ours), torch: summary(raw.e2e.torch) };
     const bf16Steps = Object.fromEntries(Object.entries(raw.bf16Step).map(([p, xs]) => [p, summary(xs)]));
-    const bf16E2e = summary(raw.e2e.bf16);
+    const bf16E2e = bf16Ok ? summary(raw.e2e.bf16) : null;
+    const bf16Enc = bf16Ok ? summary(raw.encode.bf16) : null;
     const gemmPeak = Math.max(...raw.gemm);
     const encGflops = info.encoder_gflop / (enc.ours.median / 1e3);
     const part = (k) => round(median(raw.oursParts.map((x) => x[k])), 2);
@@ -276,14 +287,17 @@ async function benchModel(opts, name, env) {
         batchedSpeedupModel: ratio(median(raw.concurrent.rows), median(raw.concurrent.one)),
         encoderGflop: info.encoder_gflop, encoderGflops: round(encGflops, 2), sgemmPeakGflops: round(gemmPeak, 2),
         roofline: roof,
-        // Opt-in bfloat16 decoder weights, same run: step times, the same ratios, the weight bytes each step reads.
-        bf16Decoder: {
-          stepMs: bf16Steps, e2eMs: bf16E2e,
+        // Opt-in reduced precision (bf16 decoder weights + bf16 encoder arithmetic), same run: times, the same
+        // ratios, the weight bytes each step reads. null without AVX512-BF16.
+        bf16: bf16Ok ? {
+          encodeMs: bf16Enc, stepMs: bf16Steps, e2eMs: bf16E2e,
+          encodeVsOrt: ratio(enc.ort.median, bf16Enc.median),
+          encodeVsOursFp32: ratio(enc.ours.median, bf16Enc.median),
           stepVsOrt: ratio(ortStep.median, bf16Steps[posMid].median),
           stepVsOursFp32: ratio(steps[posMid].median, bf16Steps[posMid].median),
           e2eVsTorch: ratio(e2e.torch.median, bf16E2e.median),
           stepWeightMb: round(bf16Info.step_weight_bytes / 1e6, 1),
-        },
+        } : null,
         loopLag: lag, ort: ort ? `onnxruntime-node ${ortAvail.version} (CPU EP, in-process)` : `unavailable: ${ortAvail.reason}`,
       },
     };
@@ -316,9 +330,10 @@ function printTable(result) {
     console.log(`  step ms    ours@${m.positions.low} ${d.stepMs.ours[m.positions.low].median}  ours@${m.positions.mid} ` +
       `${d.stepMs.ours[m.positions.mid].median}  ours@${m.positions.high} ${d.stepMs.ours[m.positions.high].median}  ort@${m.positions.mid} ${d.stepMs.ortAtMid.median}`);
     console.log(`  e2e ms     ours ${d.e2eMs.ours.median}  torch ${d.e2eMs.torch.median}`);
-    const bf = d.bf16Decoder;
-    console.log(`  bf16 decoder weights (opt-in, not the targets' numbers): step@${m.positions.mid} ${bf.stepMs[m.positions.mid].median} ms` +
-      ` (stepVsOrt ${bf.stepVsOrt}, x${bf.stepVsOursFp32} ours fp32, streams ${bf.stepWeightMb} MB)  e2e ${bf.e2eMs.median} ms (e2eVsTorch ${bf.e2eVsTorch})`);
+    const bf = d.bf16;
+    if (bf) console.log(`  bf16 (opt-in, not the targets' numbers): encode ${bf.encodeMs.median} ms (encodeVsOrt ${bf.encodeVsOrt},` +
+      ` x${bf.encodeVsOursFp32} ours fp32)  step@${m.positions.mid} ${bf.stepMs[m.positions.mid].median} ms` +
+      ` (stepVsOrt ${bf.stepVsOrt}, x${bf.stepVsOursFp32}, streams ${bf.stepWeightMb} MB)  e2e ${bf.e2eMs.median} ms (e2eVsTorch ${bf.e2eVsTorch})`);
     if (d.tokensPerSecond)
       console.log(`  tokens/s   public API: 1 caption ${d.tokensPerSecond.one.median}  ${m.concurrency} concurrent ${d.tokensPerSecond.concurrent.median}`);
     const b = d.benchExeTokensPerSecond;

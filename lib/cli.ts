@@ -9,7 +9,7 @@
  *   pixelllm build-engines DIR [--fp16]    (TensorRT plans of a model directory, built ahead of the first load)
  *   pixelllm build-engines --check DIR [--gpu NAME --sm X.Y --trt-version V]   (are the recorded plans usable?)
  * Common: --model DIR (default: the demo model), --backend auto|cpu|tensorrt, --threads N, --decoder-weights fp32|bf16,
- * --json, --render OUT.png
+ * --encoder-precision fp32|bf16, --json, --render OUT.png
  * Output: human text by default (caption/describe stream their words as they are generated, then a summary);
  * --json: machine-readable (caption/describe: one JSON line per token, then one line with the result).
  * A progress bar goes to stderr, only when it is a TTY (dense, eval, build-engines). docs/cli.md documents every command.
@@ -26,7 +26,7 @@ import { PixelLLM } from './model';
 import { progressBar } from './progress';
 import { captionItems, denseItems, referItems, render, segmentItems } from './render';
 import type { RenderItems } from './render';
-import type { Backend, Box, CaptionResult, DecoderWeights, TokenEvent } from './types';
+import type { Backend, Box, CaptionResult, DecoderWeights, EncoderPrecision, TokenEvent } from './types';
 
 export const COMMANDS = ['caption', 'describe', 'refer', 'segment', 'dense', 'eval', 'build-engines'] as const;
 export type Command = (typeof COMMANDS)[number];
@@ -39,6 +39,7 @@ export interface CliArgs {
   backend: Backend;
   threads: number;
   decoderWeights?: DecoderWeights;
+  encoderPrecision?: EncoderPrecision;
   json: boolean;
   box?: Box;
   mask: boolean;
@@ -63,6 +64,7 @@ export const USAGE = `usage: pixelllm <caption|describe|refer|segment|dense> <im
   --backend NAME     auto | cpu | tensorrt (default auto)
   --threads N        CPU threads (default: all cores)
   --decoder-weights fp32|bf16   CPU: text-decoder weights as bfloat16 (faster tokens, see README)
+  --encoder-precision fp32|bf16 CPU: image encoders in bfloat16 arithmetic (AVX512-BF16; faster encode, see README)
   --box x0,y0,x1,y1  region in pixels (describe, segment)
   --mask             refer: also compute the mask
   --prompt TEXT      caption/describe: task prompt (e.g. 'a long image caption:')
@@ -93,6 +95,7 @@ export function parseCli(argv: string[]): CliArgs {
         backend: { type: 'string', default: 'auto' },
         threads: { type: 'string', default: '0' },
         'decoder-weights': { type: 'string', default: 'fp32' },
+        'encoder-precision': { type: 'string', default: 'fp32' },
         json: { type: 'boolean', default: false },
         box: { type: 'string' },
         mask: { type: 'boolean', default: false },
@@ -124,6 +127,8 @@ export function parseCli(argv: string[]): CliArgs {
   if (!Number.isInteger(threads) || threads < 0) throw new InvalidArgumentError('--threads must be a non-negative integer');
   const decoderWeights = values['decoder-weights'] as DecoderWeights;
   if (!['fp32', 'bf16'].includes(decoderWeights)) throw new InvalidArgumentError('--decoder-weights must be fp32 or bf16');
+  const encoderPrecision = values['encoder-precision'] as EncoderPrecision;
+  if (!['fp32', 'bf16'].includes(encoderPrecision)) throw new InvalidArgumentError('--encoder-precision must be fp32 or bf16');
   const box = values.box === undefined ? undefined : parseBox(values.box);
   if ((cmd === 'describe' || cmd === 'segment') && !box) throw new InvalidArgumentError(`${cmd} needs --box x0,y0,x1,y1`);
   const expression = cmd === 'refer' ? rest.join(' ') : undefined;
@@ -132,7 +137,7 @@ export function parseCli(argv: string[]): CliArgs {
   if (cmd === 'eval' && image) throw new InvalidArgumentError(`eval takes no image (it generates its scenes), got ${image}`);
   if (cmd !== 'eval' && (values.seed !== undefined || values.count !== undefined)) throw new InvalidArgumentError('--seed and --count are for eval');
   if (values.prompt !== undefined && cmd !== 'caption' && cmd !== 'describe') throw new InvalidArgumentError('--prompt is for caption and describe');
-  const args: CliArgs = { command: cmd, image, expression, model: values.model, backend, threads, decoderWeights, json: values.json ?? false, box, mask: values.mask ?? false, render: values.render };
+  const args: CliArgs = { command: cmd, image, expression, model: values.model, backend, threads, decoderWeights, encoderPrecision, json: values.json ?? false, box, mask: values.mask ?? false, render: values.render };
   if (values.prompt !== undefined) args.prompt = values.prompt;
   if (cmd === 'eval') {
     args.seed = parseCount('--seed', values.seed ?? '0', 0);
@@ -221,7 +226,7 @@ function captionSummary(result: CaptionResult, ms: number): string {
 async function runEval(args: CliArgs): Promise<void> {
   const bar = progressBar(args.count!, 'eval');
   try {
-    const result = await evaluate({ seed: args.seed!, count: args.count!, model: args.model, backend: args.backend, threads: args.threads, decoderWeights: args.decoderWeights, onScene: () => bar.tick() });
+    const result = await evaluate({ seed: args.seed!, count: args.count!, model: args.model, backend: args.backend, threads: args.threads, decoderWeights: args.decoderWeights, encoderPrecision: args.encoderPrecision, onScene: () => bar.tick() });
     bar.done();
     print(args.json, result, formatEval(result));
   } finally {
@@ -232,7 +237,7 @@ async function runEval(args: CliArgs): Promise<void> {
 async function run(args: CliArgs): Promise<void> {
   if (args.command === 'eval') return runEval(args);
   if (args.command === 'build-engines') return runBuildEngines(args);
-  const model = await PixelLLM.load(args.model, { backend: args.backend, threads: args.threads, decoderWeights: args.decoderWeights });
+  const model = await PixelLLM.load(args.model, { backend: args.backend, threads: args.threads, decoderWeights: args.decoderWeights, encoderPrecision: args.encoderPrecision });
   try {
     const image = await model.encode(args.image!);
     switch (args.command) {

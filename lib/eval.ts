@@ -27,7 +27,7 @@ import { Mask } from './masks';
 import type { RLE } from './masks';
 import { PixelLLM } from './model';
 import { packageRoot } from './native';
-import type { Backend, Box, DecoderWeights } from './types';
+import type { Backend, Box, DecoderWeights, EncoderPrecision } from './types';
 
 /** The scene generator is missing (no reference venv, or not a repository checkout). */
 export class EvalSetupError extends BackendUnavailableError {
@@ -42,6 +42,7 @@ export interface EvalOptions {
   backend?: Backend;
   threads?: number;
   decoderWeights?: DecoderWeights;
+  encoderPrecision?: EncoderPrecision;
   /** Python with the reference's dependencies; default $PIXELLLM_PYTHON or engines/reference/.venv/bin/python. */
   python?: string;
   /** Keep the generated scenes in this folder instead of a temporary one. */
@@ -55,8 +56,9 @@ export interface EvalResult {
   count: number;
   model: string;
   backend: string;
-  /** CPU backend: the text decoder's weight format ('fp32' | 'bf16'). */
+  /** CPU backend: the text decoder's weight format and the image encoders' arithmetic ('fp32' | 'bf16'). */
   decoderWeights?: DecoderWeights;
+  encoderPrecision?: EncoderPrecision;
   objects: number;
   /** Share of objects whose referring box has IoU >= 0.5 with the ground truth. */
   referAcc50: number | null;
@@ -153,7 +155,7 @@ export async function evaluate(options: EvalOptions): Promise<EvalResult> {
   referencePython(options.python); // fail before loading the model
   const t0 = performance.now();
   const ownModel = !(options.model instanceof PixelLLM);
-  const model = options.model instanceof PixelLLM ? options.model : await PixelLLM.load(options.model, { backend: options.backend, threads: options.threads, decoderWeights: options.decoderWeights });
+  const model = options.model instanceof PixelLLM ? options.model : await PixelLLM.load(options.model, { backend: options.backend, threads: options.threads, decoderWeights: options.decoderWeights, encoderPrecision: options.encoderPrecision });
   const dir = options.scenesDir ?? (await mkdtemp(path.join(os.tmpdir(), 'pixelllm-eval-')));
   try {
     const manifest = await generateScenes(options.seed, options.count, dir, options.python);
@@ -229,6 +231,7 @@ export async function evaluateScenes(model: PixelLLM, dir: string, manifest: Sce
     model: info.dir,
     backend: info.backend,
     ...(info.decoderWeights ? { decoderWeights: info.decoderWeights } : {}),
+    ...(info.encoderPrecision ? { encoderPrecision: info.encoderPrecision } : {}),
     objects,
     referAcc50: mean(referIoU.map((v) => (v >= 0.5 ? 1 : 0))),
     maskIoU: info.hasMaskDecoder ? mean(masksIoU) : null,

@@ -121,12 +121,15 @@ export class PixelLLM implements AsyncDisposable {
    */
   static async load(dir: string = demoModelDir(), options: LoadOptions = {}): Promise<PixelLLM> {
     if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir must be a non-empty string');
-    const { backend = 'auto', threads = 0, decoderWeights = 'fp32' } = options;
+    const { backend = 'auto', threads = 0, decoderWeights = 'fp32', encoderPrecision = 'fp32' } = options;
     if (!['auto', 'cpu', 'tensorrt'].includes(backend)) {
       throw new InvalidArgumentError(`backend must be 'auto', 'cpu' or 'tensorrt', got ${String(backend)}`);
     }
     if (!['fp32', 'bf16'].includes(decoderWeights)) {
       throw new InvalidArgumentError(`decoderWeights must be 'fp32' or 'bf16', got ${String(decoderWeights)}`);
+    }
+    if (!['fp32', 'bf16'].includes(encoderPrecision)) {
+      throw new InvalidArgumentError(`encoderPrecision must be 'fp32' or 'bf16', got ${String(encoderPrecision)}`);
     }
     checkOptionalInt('threads', threads, 0, 1024);
     const abs = path.resolve(dir);
@@ -134,7 +137,7 @@ export class PixelLLM implements AsyncDisposable {
     const tokenizer = await TextTokenizer.fromFile(path.join(abs, 'tokenizer.json'));
     const taskPrompts = readTaskPrompts(abs);
     const binding = loadNative();
-    const native = await mapNative(() => binding.Model.load(abs, { backend, threads, decoderWeights }));
+    const native = await mapNative(() => binding.Model.load(abs, { backend, threads, decoderWeights, encoderPrecision }));
     const model = new PixelLLM(native, tokenizer);
     (model as { taskPrompts: Partial<Record<PromptTask, string>> }).taskPrompts = taskPrompts;
     try {

@@ -6,7 +6,7 @@ describe('cli argument parsing', () => {
   it('parses each subcommand', () => {
     assert.deepEqual(parseCli(['caption', 'a.png', '--json']), {
       command: 'caption', image: 'a.png', expression: undefined, model: undefined, backend: 'auto', threads: 0,
-      decoderWeights: 'fp32', json: true, box: undefined, mask: false, render: undefined,
+      decoderWeights: 'fp32', encoderPrecision: 'fp32', json: true, box: undefined, mask: false, render: undefined,
     });
     const r = parseCli(['refer', 'a.png', 'the', 'red', 'circle', '--mask', '--render', 'o.png', '--model', 'm']);
     assert.equal(r.expression, 'the red circle');
@@ -30,6 +30,7 @@ describe('cli argument parsing', () => {
       ['caption', 'a.png', '--backend', 'gpu'],
       ['caption', 'a.png', '--threads', '-1'],
       ['caption', 'a.png', '--decoder-weights', 'int8'],
+      ['caption', 'a.png', '--encoder-precision', 'fp16'],
       ['caption', 'a.png', 'extra'],
       ['caption', 'a.png', '--unknown'],
     ]) {

@@ -29,6 +29,9 @@ export class LineServer {
       }
     });
     this.ready = this.next();
+    // A peer that dies at start (e.g. the bf16 one without AVX512-BF16) rejects its calls, not the process.
+    this.ready.catch(() => {});
+    this.proc.stdin.on('error', () => {});
   }
 
   next() {

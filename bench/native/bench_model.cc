@@ -16,7 +16,8 @@ double ms_since(Clock::time_point t0) {
 }
 }  // namespace
 
-BenchModel::BenchModel(const std::string& dir, int threads, cpu::WeightFormat decoder_weights)
+BenchModel::BenchModel(const std::string& dir, int threads, cpu::WeightFormat decoder_weights,
+                       cpu::WeightFormat encoder_weights)
     : pool_(threads), decoder_weights_(decoder_weights) {
   config_ = core::parse_json_file(dir + "/config.json");
   weights_ = core::SafeTensors::open(dir + "/model.safetensors");
@@ -27,8 +28,12 @@ BenchModel::BenchModel(const std::string& dir, int threads, cpu::WeightFormat de
   image_size_ = static_cast<int>(top.get_int("image_size", 1, 16384));
   bos_ = static_cast<int32_t>(top.get_int("bos_token_id", 0, 1 << 24));
   eos_ = static_cast<int32_t>(top.get_int("eos_token_id", 0, 1 << 24));
-  sam_ = std::make_unique<model::SamImageEncoder>(top.object("sam_image_encoder"), *weights_);
-  eva_ = std::make_unique<model::Eva02Encoder>(top.object("eva02_encoder"), *weights_);
+  PIXELLLM_CHECK(encoder_weights != cpu::WeightFormat::bf16_dot || cpu::bf16_dot_supported(), BackendUnavailable,
+                 "bench: bf16 encoders need AVX512-BF16");
+  sam_ = std::make_unique<model::SamImageEncoder>(top.object("sam_image_encoder"), *weights_, "sam_image_encoder.",
+                                                  encoder_weights);
+  eva_ = std::make_unique<model::Eva02Encoder>(top.object("eva02_encoder"), *weights_, "eva02_encoder.",
+                                               encoder_weights);
   fusion_ = std::make_unique<model::FeatureFusion>(top.object("feature_fusion"), *weights_);
   prompt_encoder_ = std::make_unique<model::PromptEncoder>(config_, *weights_);
   prompt_adapter_ = std::make_unique<model::PromptAdapter>(config_, *weights_);

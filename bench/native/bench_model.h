@@ -30,7 +30,10 @@ struct Timing {  // milliseconds
 
 class BenchModel {
  public:
-  BenchModel(const std::string& dir, int threads, cpu::WeightFormat decoder_weights = cpu::WeightFormat::f32);
+  // decoder_weights / encoder_weights: cpu::WeightFormat of the text decoder and the image encoders (as the CPU
+  // backend's decoderWeights / encoderPrecision options set them).
+  BenchModel(const std::string& dir, int threads, cpu::WeightFormat decoder_weights = cpu::WeightFormat::f32,
+             cpu::WeightFormat encoder_weights = cpu::WeightFormat::f32);
 
   int image_size() const { return image_size_; }
   int64_t feature_floats() const { return fusion_->output_floats(); }

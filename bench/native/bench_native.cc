@@ -90,14 +90,17 @@ std::string gemm_peak() {
   return os.str();
 }
 
-// One linear layer y (rows, out) = x (rows, in) @ W^T + b both ways: OpenBLAS (cpu::linear on the torch-layout
-// weight) and the packed-panel kernel (cpu/packed_linear.h, weight packed once). Best of `reps` each, alternated.
+// One linear layer y (rows, out) = x (rows, in) @ W^T + b: OpenBLAS (cpu::linear on the torch-layout weight), the
+// packed-panel kernel (cpu/packed_linear.h, weight packed once) and, where the CPU has AVX512-BF16, its bfloat16
+// compute format (bf16_dot). Best of `reps` each, alternated.
 std::string linear_ab(int64_t rows, int64_t in, int64_t out, int reps) {
   core::AlignedVector<float> x(size_t(rows * in)), w(size_t(out * in)), b(size_t(out), 0.1f), y(size_t(rows * out));
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 13) * 0.01f;
   for (size_t i = 0; i < w.size(); ++i) w[i] = float(i % 7) * 0.01f;
   const cpu::PackedWeight pw = cpu::PackedWeight::pack(w.data(), out, in);
-  double blas = 1e30, packed = 1e30;
+  const bool dot = cpu::bf16_dot_supported();
+  const cpu::PackedWeight pd = dot ? cpu::PackedWeight::pack(w.data(), out, in, cpu::WeightFormat::bf16_dot) : pw;
+  double blas = 1e30, packed = 1e30, bf16 = 1e30;
   for (int r = 0; r < reps; ++r) {
     auto t0 = Clock::now();
     cpu::linear(x.data(), rows, in, w.data(), b.data(), out, y.data());
@@ -105,11 +108,18 @@ std::string linear_ab(int64_t rows, int64_t in, int64_t out, int reps) {
     t0 = Clock::now();
     cpu::linear(x.data(), rows, pw, b.data(), y.data());
     packed = std::min(packed, ms_since(t0));
+    if (dot) {
+      t0 = Clock::now();
+      cpu::linear(x.data(), rows, pd, b.data(), y.data());
+      bf16 = std::min(bf16, ms_since(t0));
+    }
   }
   const double gf = 2.0 * rows * in * out / 1e6;
   std::ostringstream os;
   os << "{\"rows\":" << rows << ",\"in\":" << in << ",\"out\":" << out << ",\"blas_gflops\":" << num(gf / blas)
-     << ",\"packed_gflops\":" << num(gf / packed) << "}";
+     << ",\"packed_gflops\":" << num(gf / packed);
+  if (dot) os << ",\"bf16_dot_gflops\":" << num(gf / bf16);
+  os << "}";
   return os.str();
 }
 
@@ -276,12 +286,15 @@ std::string gemm_split_probe(core::ThreadPool& pool, int reps) {
 
 int main(int argc, char** argv) {
   if (argc < 3 || argc > 4) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR THREADS [fp32|bf16 (decoder weights)]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL_DIR THREADS [fp32|bf16]\n  bf16: decoder weights bf16 + encoders in bf16 "
+                 "arithmetic (decoderWeights / encoderPrecision 'bf16')\n", argv[0]);
     return 2;
   }
   try {
     auto t_load = Clock::now();
-    bench::BenchModel m(argv[1], std::atoi(argv[2]), cpu::weight_format(argc > 3 ? argv[3] : "fp32"));
+    const cpu::WeightFormat reduced = cpu::weight_format(argc > 3 ? argv[3] : "fp32");
+    bench::BenchModel m(argv[1], std::atoi(argv[2]), reduced,
+                        reduced == cpu::WeightFormat::bf16 ? cpu::WeightFormat::bf16_dot : cpu::WeightFormat::f32);
     const double load_ms = ms_since(t_load);
     const std::vector<uint8_t> image = m.test_image();
     std::vector<float> features, visual;

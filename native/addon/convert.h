@@ -20,7 +20,7 @@ Napi::Object GenerateResultToJs(Napi::Env env, pipeline::GenerateResult&& result
 // [{ box, score, tokens: Int32Array, captionScore }]
 Napi::Array DenseToJs(Napi::Env env, std::vector<pipeline::DenseItem>&& items);
 // { dir, textDecoder, imageSize, vocabSize, bosTokenId, eosTokenId, padTokenId, maxCaptionLength,
-//   hasProposalHead, hasMaskDecoder, backend, threads, decoderWeights (cpu) }
+//   hasProposalHead, hasMaskDecoder, backend, threads, decoderWeights, encoderPrecision (cpu) }
 Napi::Object InfoToJs(Napi::Env env, const pipeline::ModelInfo& info);
 
 }  // namespace pixelllm::addon

@@ -65,6 +65,10 @@ Napi::Value Model::Load(const Napi::CallbackInfo& info) {
   if (load.decoder_weights != "fp32" && load.decoder_weights != "bf16") {
     Throw(env, "INVALID_ARGUMENT", "decoderWeights must be 'fp32' or 'bf16', got '" + load.decoder_weights + "'");
   }
+  load.encoder_precision = args::OptionalString(options, "encoderPrecision", "fp32");
+  if (load.encoder_precision != "fp32" && load.encoder_precision != "bf16") {
+    Throw(env, "INVALID_ARGUMENT", "encoderPrecision must be 'fp32' or 'bf16', got '" + load.encoder_precision + "'");
+  }
   return (new LoadWorker(env, std::move(dir), std::move(load)))->Start();
 }
 

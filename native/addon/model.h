@@ -1,5 +1,5 @@
 // Model: the JS class wrapping one std::shared_ptr<pipeline::Pipeline>.
-//   Model.load(dir, { backend, threads, decoderWeights }) -> Promise<Model>      (static; `new Model()` from JS is refused)
+//   Model.load(dir, { backend, threads, decoderWeights, encoderPrecision }) -> Promise<Model>      (static; `new Model()` from JS is refused)
 //   model.info() -> ModelInfo
 //   model.encode(rgb: Uint8Array, width, height) -> Promise<Features>
 //   model.generate(features, request, onToken?, cancel?) -> Promise<GenerateResult>

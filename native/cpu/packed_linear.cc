@@ -3,11 +3,18 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
 #include "cpu/simd.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define PIXELLLM_HAVE_BF16_DOT 1
+#define PIXELLLM_BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
+#endif
 
 namespace pixelllm::cpu {
 
@@ -87,13 +94,77 @@ PIXELLLM_SIMD_CLONES void panel_range_bf16(const uint16_t* w, int64_t in, int64_
   panel_range(w, in, out, p0, p1, x, ldx, rows, y, ldy);
 }
 
-void run_panels(const PackedWeight& w, int64_t p0, int64_t p1, const float* x, int64_t ldx, int64_t rows, float* y,
-                int64_t ldy) {
-  if (w.format() == WeightFormat::bf16)
-    panel_range_bf16(w.bf16(), w.in(), w.out(), p0, p1, x, ldx, rows, y, ldy);
-  else
-    panel_range_f32(w.f32(), w.in(), w.out(), p0, p1, x, ldx, rows, y, ldy);
+
+#ifdef PIXELLLM_HAVE_BF16_DOT
+// bf16_dot: y[r][16k + l] += sum_i dot(P_k[i][l], x2[r][i]) (two bfloat16 products per 32-bit pair, vdpbf16ps) for K
+// panels and R rows of pairs x2 (row stride ldx2 pairs).
+template <int K, int R>
+PIXELLLM_BF16_TARGET inline void dot_panels_rows(const uint32_t* p, int64_t in2, const uint32_t* x2, int64_t ldx2,
+                                                 float* y, int64_t ldy, int valid) {
+  __m512 acc[K][R];
+  for (int k = 0; k < K; ++k)
+    for (int r = 0; r < R; ++r) acc[k][r] = _mm512_setzero_ps();
+  const int64_t pstride = in2 * kLanes;
+  for (int64_t i = 0; i < in2; ++i) {
+    __m512i w[K];
+    for (int k = 0; k < K; ++k) w[k] = _mm512_loadu_si512(p + k * pstride + i * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const __m512i xv = _mm512_set1_epi32(static_cast<int>(x2[r * ldx2 + i]));
+      for (int k = 0; k < K; ++k) acc[k][r] = _mm512_dpbf16_ps(acc[k][r], (__m512bh)w[k], (__m512bh)xv);
+    }
+  }
+  const __mmask16 tail = static_cast<__mmask16>((1u << valid) - 1u);
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < K; ++k) {
+      float* yr = y + r * ldy + k * kLanes;
+      const __mmask16 m = k + 1 < K || valid == kLanes ? static_cast<__mmask16>(0xffff) : tail;
+      _mm512_mask_storeu_ps(yr, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, yr), acc[k][r]));
+    }
 }
+
+template <int K>
+PIXELLLM_BF16_TARGET inline void dot_panels_all_rows(const uint32_t* p, int64_t in2, const uint32_t* x2, int64_t ldx2,
+                                                     int64_t rows, float* y, int64_t ldy, int valid) {
+  int64_t r = 0;
+  for (; r + 8 <= rows; r += 8) dot_panels_rows<K, 8>(p, in2, x2 + r * ldx2, ldx2, y + r * ldy, ldy, valid);
+  for (; r + 4 <= rows; r += 4) dot_panels_rows<K, 4>(p, in2, x2 + r * ldx2, ldx2, y + r * ldy, ldy, valid);
+  for (; r < rows; ++r) dot_panels_rows<K, 1>(p, in2, x2 + r * ldx2, ldx2, y + r * ldy, ldy, valid);
+}
+
+// rows x n floats (row stride ldx) -> bfloat16 pairs (round to nearest even, denormals to zero; (n + 1) / 2 pairs
+// per row, the missing last input 0): 32 floats per vcvtne2ps2bf16.
+PIXELLLM_BF16_TARGET void rows_to_bf16_pairs(const float* x, int64_t rows, int64_t n, int64_t ldx, uint32_t* x2) {
+  const int64_t n2 = (n + 1) / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ldx;
+    uint32_t* dst = x2 + r * n2;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + i + 16), _mm512_loadu_ps(xr + i));
+      _mm512_storeu_si512(dst + i / 2, (__m512i)v);
+    }
+    if (i < n) {  // the tail through a zero-padded block of 32
+      alignas(64) float tail[32] = {};
+      std::memcpy(tail, xr + i, static_cast<size_t>(n - i) * sizeof(float));
+      alignas(64) uint32_t pairs[16];
+      _mm512_store_si512(pairs, (__m512i)_mm512_cvtne2ps_pbh(_mm512_load_ps(tail + 16), _mm512_load_ps(tail)));
+      std::memcpy(dst + i / 2, pairs, static_cast<size_t>(n2 - i / 2) * sizeof(uint32_t));
+    }
+  }
+}
+
+PIXELLLM_BF16_TARGET void panel_range_bf16_dot(const uint32_t* w, int64_t in2, int64_t out, int64_t p0, int64_t p1,
+                                               const uint32_t* x2, int64_t rows, float* y, int64_t ldy) {
+  const int64_t last = (out + kLanes - 1) / kLanes - 1;
+  const int tail = static_cast<int>(out - last * kLanes);
+  int64_t p = p0;
+  for (; p + 2 <= p1; p += 2)
+    dot_panels_all_rows<2>(w + p * in2 * kLanes, in2, x2, in2, rows, y + p * kLanes, ldy,
+                           p + 1 == last ? tail : kLanes);
+  for (; p < p1; ++p)
+    dot_panels_all_rows<1>(w + p * in2 * kLanes, in2, x2, in2, rows, y + p * kLanes, ldy, p == last ? tail : kLanes);
+}
+#endif
 
 // float32 -> bfloat16, round to nearest even (NaN stays a quiet NaN).
 uint16_t to_bf16(float f) {
@@ -102,6 +173,12 @@ uint16_t to_bf16(float f) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
+}
+
+// Inputs 2i (low half) and 2i + 1 (high half; 0 past the end) of a row of n floats as a bfloat16 pair.
+uint32_t bf16_pair(const float* row, int64_t n, int64_t i) {
+  const uint32_t lo = to_bf16(row[2 * i]), hi = 2 * i + 1 < n ? to_bf16(row[2 * i + 1]) : 0u;
+  return lo | (hi << 16);
 }
 
 // Torch-layout w (out, in) -> panels d (panels, in, 16): d[(o / 16) * in * 16 + i * 16 + o % 16] = convert(w[o][i]).
@@ -114,7 +191,33 @@ void scatter_panels(const float* w, int64_t out, int64_t in, T* d, Convert conve
   }
 }
 
+// x2: the rows as bfloat16 pairs (bf16_dot only, dense: (in + 1) / 2 pairs per row).
+void run_panels(const PackedWeight& w, int64_t p0, int64_t p1, const float* x, int64_t ldx, const uint32_t* x2,
+                int64_t rows, float* y, int64_t ldy) {
+  if (w.format() == WeightFormat::bf16_dot) {
+#ifdef PIXELLLM_HAVE_BF16_DOT
+    panel_range_bf16_dot(w.bf16_pairs(), (w.in() + 1) / 2, w.out(), p0, p1, x2, rows, y, ldy);
+#else
+    (void)x2;
+#endif
+    return;
+  }
+  if (w.format() == WeightFormat::bf16)
+    panel_range_bf16(w.bf16(), w.in(), w.out(), p0, p1, x, ldx, rows, y, ldy);
+  else
+    panel_range_f32(w.f32(), w.in(), w.out(), p0, p1, x, ldx, rows, y, ldy);
+}
+
 }  // namespace
+
+bool bf16_dot_supported() noexcept {
+#ifdef PIXELLLM_HAVE_BF16_DOT
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return yes;
+#else
+  return false;
+#endif
+}
 
 WeightFormat weight_format(const std::string& name) {
   if (name == "fp32") return WeightFormat::f32;
@@ -131,7 +234,16 @@ PackedWeight PackedWeight::pack(const float* w, int64_t out, int64_t in, WeightF
   p.format_ = format;
   const int64_t panels = (out + kLanes - 1) / kLanes;
   const int64_t n = panels * in * kLanes;
-  if (format == WeightFormat::bf16) {
+  if (format == WeightFormat::bf16_dot) {
+    const int64_t in2 = (in + 1) / 2;
+    p.data_ = core::Tensor::zeros({panels * in2 * kLanes});
+    uint32_t* d = reinterpret_cast<uint32_t*>(p.data_.data());
+    for (int64_t o = 0; o < out; ++o) {
+      const float* row = w + o * in;
+      uint32_t* dst = d + (o / kLanes) * in2 * kLanes + o % kLanes;
+      for (int64_t i = 0; i < in2; ++i) dst[i * kLanes] = bf16_pair(row, in, i);
+    }
+  } else if (format == WeightFormat::bf16) {
     p.data_ = core::Tensor::zeros({(n + 1) / 2});
     scatter_panels(w, out, in, reinterpret_cast<uint16_t*>(p.data_.data()), to_bf16);
   } else {
@@ -155,18 +267,29 @@ void linear(const float* x, int64_t rows, const PackedWeight& w, const float* bi
   PIXELLLM_CHECK(ldx >= in && ldy >= out, InvalidArgument, "packed_linear: row strides smaller than the rows");
   linear_output_start(y, rows, out, ldy, bias, accumulate, /*zero_fill=*/true);  // the kernels add to y
   const int64_t panels = w.panels();
+  const uint32_t* x2 = nullptr;
+  thread_local std::vector<uint32_t> x2_buf;  // the caller's thread: reused across calls
+  if (w.format() == WeightFormat::bf16_dot) {
+    PIXELLLM_CHECK(bf16_dot_supported(), BackendUnavailable, "packed_linear: bf16_dot needs a CPU with AVX512-BF16");
+    const int64_t in2 = (in + 1) / 2;
+    x2_buf.resize(static_cast<size_t>(rows * in2));
+#ifdef PIXELLLM_HAVE_BF16_DOT
+    rows_to_bf16_pairs(x, rows, in, ldx, x2_buf.data());
+#endif
+    x2 = x2_buf.data();
+  }
   std::shared_ptr<core::ThreadPool> pool = blas_pool();
   const bool split = pool && pool->size() > 1 &&
                      (double(w.bytes()) >= kSplitWeightBytes || 2.0 * double(rows) * out * in >= kSplitFlops);
   if (!split) {
-    run_panels(w, 0, panels, x, ldx, rows, y, ldy);
+    run_panels(w, 0, panels, x, ldx, x2, rows, y, ldy);
     return;
   }
   // Chunks of 4 panels (64 outputs; ~4 chunks per thread for large weights), claimed dynamically: the calling
   // thread starts at once, a late worker only takes what is left.
   const int64_t groups = (panels + 3) / 4;
   pool->parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
-    run_panels(w, g0 * 4, std::min(panels, g1 * 4), x, ldx, rows, y, ldy);
+    run_panels(w, g0 * 4, std::min(panels, g1 * 4), x, ldx, x2, rows, y, ldy);
   });
 }
 

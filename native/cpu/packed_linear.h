@@ -15,11 +15,19 @@
 
 namespace pixelllm::cpu {
 
-// How a packed weight is stored. f32: as given. bf16: each weight rounded (to nearest even) to bfloat16, half the
-// bytes; products still multiply and add in float32 (the weight is widened exactly in registers), so only the
-// weights' rounding differs from f32 (relative error <= 2^-9 per weight). For memory-bound products (a decode step
-// streams every weight once per token) half the bytes is up to twice the speed.
-enum class WeightFormat { f32, bf16 };
+// How a packed weight is stored and multiplied.
+// f32: as given. bf16: each weight rounded (to nearest even) to bfloat16, half the bytes; products still multiply
+// and add in float32 (the weight is widened exactly in registers), so only the weights' rounding differs from f32
+// (relative error <= 2^-9 per weight). For memory-bound products (a decode step streams every weight once per
+// token) half the bytes is up to twice the speed.
+// bf16_dot: bfloat16 COMPUTE for compute-bound products (the image encoders): weights AND the input rows are rounded
+// to bfloat16 and multiplied in pairs by AVX512-BF16 dot-product instructions (vdpbf16ps: two products per lane
+// per instruction, float32 accumulation), twice the FMA rate. Needs a CPU with AVX512-BF16 (bf16_dot_supported());
+// each product's relative error is ~2^-8.
+enum class WeightFormat { f32, bf16, bf16_dot };
+
+// Whether this CPU (and build) runs WeightFormat::bf16_dot.
+bool bf16_dot_supported() noexcept;
 
 // "fp32" | "bf16" -> the format; INVALID_ARGUMENT otherwise.
 WeightFormat weight_format(const std::string& name);
@@ -35,10 +43,15 @@ class PackedWeight {
   int64_t in() const noexcept { return in_; }
   int64_t panels() const noexcept { return (out_ + 15) / 16; }
   WeightFormat format() const noexcept { return format_; }
-  // The panels: (panels, in, 16) floats (f32) or bfloat16 bit patterns (bf16).
+  // The panels: (panels, in, 16) floats (f32) or bfloat16 bit patterns (bf16); bf16_dot: (panels, (in + 1) / 2, 16)
+  // pairs of bfloat16 (inputs 2i in the low, 2i + 1 in the high half of each 32 bits; a missing last input is 0).
   const float* f32() const noexcept { return data_.data(); }
   const uint16_t* bf16() const noexcept { return reinterpret_cast<const uint16_t*>(data_.data()); }
-  int64_t bytes() const noexcept { return panels() * in_ * 16 * (format_ == WeightFormat::bf16 ? 2 : 4); }
+  const uint32_t* bf16_pairs() const noexcept { return reinterpret_cast<const uint32_t*>(data_.data()); }
+  int64_t bytes() const noexcept {
+    return format_ == WeightFormat::bf16_dot ? panels() * ((in_ + 1) / 2) * 16 * 4
+                                             : panels() * in_ * 16 * (format_ == WeightFormat::bf16 ? 2 : 4);
+  }
   bool defined() const noexcept { return out_ > 0; }
 
  private:

@@ -21,10 +21,11 @@ int64_t patch_embed_scratch_size(int64_t batch, int64_t height, int64_t width, i
   return batch * (height / kh) * (width / kw) * kh * kw * c_in;
 }
 
-PackedWeight patch_embed_weight(const float* torch_weight, int64_t c_out, int64_t c_in, int64_t kh, int64_t kw) {
+PackedWeight patch_embed_weight(const float* torch_weight, int64_t c_out, int64_t c_in, int64_t kh, int64_t kw,
+                                WeightFormat format) {
   std::vector<float> gemm_order(static_cast<size_t>(c_out * c_in * kh * kw));
   patch_embed_pack_weight(torch_weight, c_out, c_in, kh, kw, gemm_order.data());
-  return PackedWeight::pack(gemm_order.data(), c_out, c_in * kh * kw);
+  return PackedWeight::pack(gemm_order.data(), c_out, c_in * kh * kw, format);
 }
 
 void patch_embed(const float* x, int64_t batch, int64_t height, int64_t width, int64_t c_in, const PackedWeight& w,

@@ -20,7 +20,8 @@ void patch_embed_pack_weight(const float* torch_weight, int64_t c_out, int64_t c
 
 // The conv weight as the GEMM of patch_embed reads it: patch_embed_pack_weight's order, then packed into 16-output
 // panels (cpu/packed_linear.h). Once, at load time.
-PackedWeight patch_embed_weight(const float* torch_weight, int64_t c_out, int64_t c_in, int64_t kh, int64_t kw);
+PackedWeight patch_embed_weight(const float* torch_weight, int64_t c_out, int64_t c_in, int64_t kh, int64_t kw,
+                                WeightFormat format = WeightFormat::f32);
 
 // x (B, H, W, Cin) NHWC, weight from patch_embed_weight ((Cout, kh*kw*Cin)), bias (Cout) or null
 // -> out (B, H/kh, W/kw, Cout). `scratch` holds the im2col matrix: (B * H/kh * W/kw) * kh*kw*Cin floats

@@ -63,14 +63,14 @@ Eva02EncoderConfig Eva02EncoderConfig::from_json(const core::JsonReader& s) {
 }
 
 Eva02Encoder::Eva02Encoder(const core::JsonReader& section, const core::SafeTensors& weights,
-                           const std::string& prefix)
+                           const std::string& prefix, cpu::WeightFormat format)
     : cfg_(Eva02EncoderConfig::from_json(section)) {
   core::PrefixWeights w(weights, prefix);
   const int64_t D = cfg_.hidden_size, G = cfg_.grid(), P = cfg_.patch_size, Hm = cfg_.mlp_hidden_size;
   const int64_t hd = cfg_.head_dim();
 
   Tensor pw = w.get("patch_embed.proj.weight", {D, 3, P, P});
-  patch_w_ = cpu::patch_embed_weight(pw.data(), D, 3, P, P);
+  patch_w_ = cpu::patch_embed_weight(pw.data(), D, 3, P, P, format);
   if (cfg_.patch_bias) patch_b_ = w.get("patch_embed.proj.bias", {D});
   cls_token_ = w.get("cls_token", {1, 1, D}).reshape({D});
   if (cfg_.use_abs_pos) pos_embed_ = w.get("pos_embed", {1, 1 + G * G, D}).reshape({1 + G * G, D});
@@ -92,19 +92,19 @@ Eva02Encoder::Eva02Encoder(const core::JsonReader& section, const core::SafeTens
     Tensor v = w.get(p + "attn.v_proj.weight", {D, D});
     Tensor qb = w.get(p + "attn.q_bias", {D});
     Tensor vb = w.get(p + "attn.v_bias", {D});
-    B.qkv_w = cpu::PackedWeight::pack(concat_rows({&q, &k, &v}, D));
+    B.qkv_w = cpu::PackedWeight::pack(concat_rows({&q, &k, &v}, D), format);
     B.qkv_b = concat_rows({&qb, &zeros, &vb}, D).reshape({3 * D});  // k has no bias
-    B.proj_w = cpu::PackedWeight::pack(w.get(p + "attn.proj.weight", {D, D}));
+    B.proj_w = cpu::PackedWeight::pack(w.get(p + "attn.proj.weight", {D, D}), format);
     B.proj_b = w.get(p + "attn.proj.bias", {D});
     Tensor w1 = w.get(p + "mlp.w1.weight", {Hm, D});
     Tensor w2 = w.get(p + "mlp.w2.weight", {Hm, D});
     Tensor b1 = w.get(p + "mlp.w1.bias", {Hm});
     Tensor b2 = w.get(p + "mlp.w2.bias", {Hm});
-    B.w12_w = cpu::PackedWeight::pack(concat_rows({&w1, &w2}, D));
+    B.w12_w = cpu::PackedWeight::pack(concat_rows({&w1, &w2}, D), format);
     B.w12_b = concat_rows({&b1, &b2}, Hm).reshape({2 * Hm});
     B.ffn_ln_w = w.get(p + "mlp.ffn_ln.weight", {Hm});
     B.ffn_ln_b = w.get(p + "mlp.ffn_ln.bias", {Hm});
-    B.w3_w = cpu::PackedWeight::pack(w.get(p + "mlp.w3.weight", {D, Hm}));
+    B.w3_w = cpu::PackedWeight::pack(w.get(p + "mlp.w3.weight", {D, Hm}), format);
     B.w3_b = w.get(p + "mlp.w3.bias", {D});
   }
   if (cfg_.use_ln_post) {

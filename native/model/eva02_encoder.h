@@ -54,8 +54,10 @@ class Eva02Encoder {
  public:
   // Loads and packs every "<prefix>..." tensor, checking each shape against the config (CONFIG_MISMATCH) and
   // refusing missing (MODEL_FORMAT) or unexpected (CONFIG_MISMATCH) tensors under the prefix.
+  // format: how the linear layers' weights are packed and multiplied (cpu/packed_linear.h; bf16_dot = bfloat16
+  // compute, for encoderPrecision 'bf16').
   Eva02Encoder(const core::JsonReader& section, const core::SafeTensors& weights,
-               const std::string& prefix = "eva02_encoder.");
+               const std::string& prefix = "eva02_encoder.", cpu::WeightFormat format = cpu::WeightFormat::f32);
 
   const Eva02EncoderConfig& config() const noexcept { return cfg_; }
   int grid() const noexcept { return cfg_.grid(); }

@@ -83,14 +83,14 @@ SamImageEncoderConfig SamImageEncoderConfig::from_json(const core::JsonReader& s
 }
 
 SamImageEncoder::SamImageEncoder(const core::JsonReader& section, const core::SafeTensors& weights,
-                                 const std::string& prefix)
+                                 const std::string& prefix, cpu::WeightFormat format)
     : cfg_(SamImageEncoderConfig::from_json(section)) {
   core::PrefixWeights w(weights, prefix);
   const int64_t D = cfg_.hidden_size, G = cfg_.grid(), P = cfg_.patch_size, C = cfg_.output_channels;
   const int64_t hd = cfg_.head_dim();
 
   Tensor pw = w.get("patch_embed.projection.weight", {D, 3, P, P});
-  patch_w_ = cpu::patch_embed_weight(pw.data(), D, 3, P, P);
+  patch_w_ = cpu::patch_embed_weight(pw.data(), D, 3, P, P, format);
   patch_b_ = w.get("patch_embed.projection.bias", {D});
   if (cfg_.use_abs_pos) pos_embed_ = w.get("pos_embed", {1, G, G, D}).reshape({G * G, D});
 
@@ -103,9 +103,9 @@ SamImageEncoder::SamImageEncoder(const core::JsonReader& section, const core::Sa
     L.ln1_b = w.get(p + "layer_norm1.bias", {D});
     L.ln2_w = w.get(p + "layer_norm2.weight", {D});
     L.ln2_b = w.get(p + "layer_norm2.bias", {D});
-    L.qkv_w = cpu::PackedWeight::pack(w.get(p + "attn.qkv.weight", {3 * D, D}));
+    L.qkv_w = cpu::PackedWeight::pack(w.get(p + "attn.qkv.weight", {3 * D, D}), format);
     if (cfg_.qkv_bias) L.qkv_b = w.get(p + "attn.qkv.bias", {3 * D});
-    L.proj_w = cpu::PackedWeight::pack(w.get(p + "attn.proj.weight", {D, D}));
+    L.proj_w = cpu::PackedWeight::pack(w.get(p + "attn.proj.weight", {D, D}), format);
     L.proj_b = w.get(p + "attn.proj.bias", {D});
     if (cfg_.use_rel_pos) {
       const int64_t span = L.window ? L.window : G;
@@ -118,18 +118,18 @@ SamImageEncoder::SamImageEncoder(const core::JsonReader& section, const core::Sa
       cpu::rel_pos_gather(th.data(), rows, span, span, hd, L.rel_h.data());
       cpu::rel_pos_gather(tw.data(), rows, span, span, hd, L.rel_w.data());
     }
-    L.lin1_w = cpu::PackedWeight::pack(w.get(p + "mlp.lin1.weight", {cfg_.mlp_dim, D}));
+    L.lin1_w = cpu::PackedWeight::pack(w.get(p + "mlp.lin1.weight", {cfg_.mlp_dim, D}), format);
     L.lin1_b = w.get(p + "mlp.lin1.bias", {cfg_.mlp_dim});
-    L.lin2_w = cpu::PackedWeight::pack(w.get(p + "mlp.lin2.weight", {D, cfg_.mlp_dim}));
+    L.lin2_w = cpu::PackedWeight::pack(w.get(p + "mlp.lin2.weight", {D, cfg_.mlp_dim}), format);
     L.lin2_b = w.get(p + "mlp.lin2.bias", {D});
   }
-  neck_conv1_ = cpu::PackedWeight::pack(w.get("neck.conv1.weight", {C, D, 1, 1}).reshape({C, D}));
+  neck_conv1_ = cpu::PackedWeight::pack(w.get("neck.conv1.weight", {C, D, 1, 1}).reshape({C, D}), format);
   neck_ln1_w_ = w.get("neck.layer_norm1.weight", {C});
   neck_ln1_b_ = w.get("neck.layer_norm1.bias", {C});
   Tensor c2 = w.get("neck.conv2.weight", {C, C, 3, 3});
   Tensor conv2 = Tensor::empty({C, 9 * C});
   cpu::patch_embed_pack_weight(c2.data(), C, C, 3, 3, conv2.data());
-  neck_conv2_ = cpu::PackedWeight::pack(conv2);
+  neck_conv2_ = cpu::PackedWeight::pack(conv2, format);
   neck_ln2_w_ = w.get("neck.layer_norm2.weight", {C});
   neck_ln2_b_ = w.get("neck.layer_norm2.bias", {C});
   w.finish();

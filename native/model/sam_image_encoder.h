@@ -55,8 +55,10 @@ class SamImageEncoder {
  public:
   // Loads and packs every "<prefix>..." tensor, checking each shape against the config (CONFIG_MISMATCH) and
   // refusing missing (MODEL_FORMAT) or unexpected (CONFIG_MISMATCH) tensors under the prefix.
+  // format: how the linear layers' weights are packed and multiplied (cpu/packed_linear.h; bf16_dot = bfloat16
+  // compute, for encoderPrecision 'bf16').
   SamImageEncoder(const core::JsonReader& section, const core::SafeTensors& weights,
-                  const std::string& prefix = "sam_image_encoder.");
+                  const std::string& prefix = "sam_image_encoder.", cpu::WeightFormat format = cpu::WeightFormat::f32);
 
   const SamImageEncoderConfig& config() const noexcept { return cfg_; }
   int grid() const noexcept { return cfg_.grid(); }

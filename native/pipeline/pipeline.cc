@@ -39,6 +39,7 @@ class PipelineImpl final : public Pipeline {
     request.backend = options.backend;
     request.threads = options.threads;
     request.decoder_weights = options.decoder_weights;
+    request.encoder_precision = options.encoder_precision;
     runtime::SelectedBackend selected = runtime::create_backend(request, config_);
     backend_ = std::move(selected.backend);
     model_ = TaskModel::from_config(config_, backend_.get());
@@ -57,6 +58,7 @@ class PipelineImpl final : public Pipeline {
     info_.backend = backend_->name;
     info_.threads = selected.threads;
     info_.decoder_weights = info_.backend == "cpu" ? options.decoder_weights : "";
+    info_.encoder_precision = info_.backend == "cpu" ? options.encoder_precision : "";
   }
 
   std::shared_ptr<const ImageFeatures> encode(const Image& image) override {

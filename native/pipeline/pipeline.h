@@ -28,8 +28,10 @@ namespace pixelllm::pipeline {
 struct LoadOptions {
   std::string backend = "auto";  // "auto" | "cpu" | "tensorrt"; unknown or unavailable -> BACKEND_UNAVAILABLE
   int threads = 0;               // 0 = hardware concurrency
-  std::string decoder_weights = "fp32";  // CPU backend: "fp32" | "bf16" (text decoder weights; INVALID_ARGUMENT
-                                         // otherwise); the TensorRT backend ignores it
+  std::string decoder_weights = "fp32";    // CPU backend: "fp32" | "bf16" (text decoder weights; INVALID_ARGUMENT
+                                           // otherwise); the TensorRT backend ignores it
+  std::string encoder_precision = "fp32";  // CPU backend: "fp32" | "bf16" (image encoders compute in bfloat16;
+                                           // BACKEND_UNAVAILABLE without AVX512-BF16); TensorRT ignores it
 };
 
 // A non-owning view of the original image, RGB8, row-major, tightly packed (stride = width * 3).
@@ -118,6 +120,7 @@ struct ModelInfo {
   std::string backend;             // the backend actually chosen: "cpu" | "tensorrt"
   int threads = 0;                 // worker threads actually used
   std::string decoder_weights;     // "fp32" | "bf16" on the CPU backend, "" on TensorRT
+  std::string encoder_precision;   // likewise
 };
 
 class Pipeline {

@@ -31,7 +31,12 @@ std::string resolve_backend(const std::string& requested, const std::string& dir
 
 SelectedBackend create_backend(const BackendRequest& request, const core::Json& config) {
   SelectedBackend out;
-  const pixelllm::cpu::WeightFormat format = pixelllm::cpu::weight_format(request.decoder_weights);
+  cpu::CpuBackendOptions cpu_options;
+  cpu_options.threads = request.threads;
+  cpu_options.decoder_weights = pixelllm::cpu::weight_format(request.decoder_weights);
+  PIXELLLM_CHECK(request.encoder_precision == "fp32" || request.encoder_precision == "bf16", InvalidArgument,
+                 "encoder precision '" + request.encoder_precision + "' (expected 'fp32' or 'bf16')");
+  if (request.encoder_precision == "bf16") cpu_options.encoder_weights = pixelllm::cpu::WeightFormat::bf16_dot;
   const std::string which = resolve_backend(request.backend, request.dir);
   if (which == "tensorrt") {
     // decoder profiles sized by the model's caption length (the same options `pixelllm build-engines` uses)
@@ -39,7 +44,7 @@ SelectedBackend create_backend(const BackendRequest& request, const core::Json& 
     return out;
   }
   const std::string weights = (std::filesystem::path(request.dir) / "model.safetensors").string();
-  out.backend = cpu::create_cpu_backend(config, core::SafeTensors::open(weights), request.threads, format);
+  out.backend = cpu::create_cpu_backend(config, core::SafeTensors::open(weights), cpu_options);
   out.threads = cpu::cpu_backend_threads(*out.backend);
   return out;
 }

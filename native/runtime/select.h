@@ -20,8 +20,9 @@ struct BackendRequest {
   std::string dir;           // model directory (config.json, model.safetensors, onnx/ for TensorRT)
   std::string backend = "auto";
   int threads = 0;           // CPU worker threads (0 = default)
-  std::string decoder_weights = "fp32";  // CPU backend: "fp32" | "bf16" text-decoder weights (cpu/packed_linear.h);
-                                         // TensorRT engines fix their precision when they are built
+  std::string decoder_weights = "fp32";    // CPU backend: "fp32" | "bf16" text-decoder weights (cpu/packed_linear.h);
+  std::string encoder_precision = "fp32";  // "fp32" | "bf16" image-encoder compute; TensorRT engines fix their
+                                           // precision when they are built (both are ignored there)
 };
 
 struct SelectedBackend {

@@ -1,6 +1,7 @@
 // cpu: gemm/linear, norms, activations, softmax against naive double-precision loops.
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <limits>
 
 #include "core/thread_pool.h"
@@ -219,6 +220,58 @@ TEST(packed_linear_bf16_is_the_f32_kernel_on_rounded_weights) {
       }
     }
   }
+  cpu::blas_set_threads(2);
+}
+
+// bfloat16 compute (WeightFormat::bf16_dot, AVX512-BF16): weights and inputs rounded to bfloat16 (nearest even),
+// products exact, float32 accumulation: within float32 summation error of a double reference on the ROUNDED values;
+// odd input widths, tails, row blocks, strides, 1-2 threads. Without AVX512-BF16 the product is refused.
+TEST(packed_linear_bf16_dot_is_exact_products_of_rounded_values) {
+  auto round_bf16 = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    float out;
+    std::memcpy(&out, &u, sizeof out);
+    return out;
+  };
+  Rng rng(6);
+  for (int64_t out : {1, 16, 37, 300}) {
+    for (int64_t in : {1, 29, 64, 95}) {
+      auto w = rng.vec(out * in), b = rng.vec(out);
+      const cpu::PackedWeight pw = cpu::PackedWeight::pack(w.data(), out, in, cpu::WeightFormat::bf16_dot);
+      CHECK_EQ(pw.bytes(), pw.panels() * ((in + 1) / 2) * 16 * 4);
+      for (int64_t rows : {1, 5, 8, 13}) {
+        const int64_t ldx = in + 3;
+        auto x = rng.vec(rows * ldx);
+        if (!cpu::bf16_dot_supported()) {
+          std::vector<float> y(rows * out);
+          CHECK_THROWS_CODE(cpu::linear(x.data(), rows, pw, b.data(), y.data(), false, ldx), BackendUnavailable,
+                            "AVX512-BF16");
+          continue;
+        }
+        std::vector<double> want(rows * out), plain(rows * out);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t o = 0; o < out; ++o) {
+            double s = b[o], t = b[o];
+            for (int64_t i = 0; i < in; ++i) {
+              s += double(round_bf16(w[o * in + i])) * double(round_bf16(x[r * ldx + i]));
+              t += double(w[o * in + i]) * double(x[r * ldx + i]);
+            }
+            want[r * out + o] = s;
+            plain[r * out + o] = t;
+          }
+        for (int threads : {1, 2}) {
+          cpu::blas_set_threads(threads);
+          std::vector<float> y(rows * out);
+          cpu::linear(x.data(), rows, pw, b.data(), y.data(), false, ldx);
+          CHECK_REL_L2(y.data(), want.data(), rows * out, 1e-5);
+          CHECK_REL_L2(y.data(), plain.data(), rows * out, 2e-2);  // the rounding itself: ~2^-8 per product
+        }
+      }
+    }
+  }
+  if (!cpu::bf16_dot_supported()) std::cout << "  (no AVX512-BF16 here: only the refusal was checked)\n";
   cpu::blas_set_threads(2);
 }
 

@@ -29,13 +29,14 @@ namespace {
 // The loaded model every component of one backend shares (each component holds a shared_ptr, so the order in
 // which the Backend's members are destroyed does not matter).
 struct Shared {
-  Shared(const core::Json& config, std::shared_ptr<core::SafeTensors> w, int threads,
-         pixelllm::cpu::WeightFormat decoder_weights)
-      : cfg(config), weights(std::move(w)), pool(threads) {
+  Shared(const core::Json& config, std::shared_ptr<core::SafeTensors> w, const CpuBackendOptions& o)
+      : cfg(config), weights(std::move(w)), pool(o.threads) {
     core::JsonReader top(cfg, "config.json");
     image_size = static_cast<int>(top.get_int("image_size", 16, 8192));
-    sam = std::make_unique<model::SamImageEncoder>(top.object("sam_image_encoder"), *weights);
-    eva = std::make_unique<model::Eva02Encoder>(top.object("eva02_encoder"), *weights);
+    sam = std::make_unique<model::SamImageEncoder>(top.object("sam_image_encoder"), *weights, "sam_image_encoder.",
+                                                   o.encoder_weights);
+    eva = std::make_unique<model::Eva02Encoder>(top.object("eva02_encoder"), *weights, "eva02_encoder.",
+                                                o.encoder_weights);
     fusion = std::make_unique<model::FeatureFusion>(top.object("feature_fusion"), *weights);
     PIXELLLM_CHECK(sam->config().pixels.image_size == image_size && eva->config().pixels.image_size == image_size,
                    ConfigMismatch,
@@ -47,9 +48,9 @@ struct Shared {
     prompt_adapter = std::make_unique<model::PromptAdapter>(cfg, *weights);
     const std::string head = top.get_string("text_decoder");
     if (head == "git_decoder")
-      text = model::GitDecoder::load(top.object("git_decoder"), *weights, decoder_weights);
+      text = model::GitDecoder::load(top.object("git_decoder"), *weights, o.decoder_weights);
     else if (head == "t5")
-      text = model::T5::load(top.object("t5"), *weights, decoder_weights);
+      text = model::T5::load(top.object("t5"), *weights, o.decoder_weights);
     else
       core::fail(core::ErrorCode::ConfigMismatch, "config.json: text_decoder '" + head + "' (git_decoder, t5)");
     points = model::PointHead::load(top.object("point_head"), *weights);
@@ -235,9 +236,12 @@ class CpuTextDecoderOwner final : public TextDecoderBackend {
 }  // namespace
 
 std::unique_ptr<Backend> create_cpu_backend(const core::Json& config, std::shared_ptr<core::SafeTensors> weights,
-                                            int threads, pixelllm::cpu::WeightFormat decoder_weights) {
+                                            const CpuBackendOptions& options) {
   PIXELLLM_CHECK(weights != nullptr, InvalidArgument, "cpu backend: no weights");
-  auto shared = std::make_shared<Shared>(config, std::move(weights), threads, decoder_weights);
+  PIXELLLM_CHECK(options.encoder_weights != pixelllm::cpu::WeightFormat::bf16_dot || pixelllm::cpu::bf16_dot_supported(),
+                 BackendUnavailable,
+                 "encoderPrecision 'bf16' needs a CPU with AVX512-BF16 (vdpbf16ps); this one has none: use 'fp32'");
+  auto shared = std::make_shared<Shared>(config, std::move(weights), options);
   pixelllm::cpu::blas_set_threads(shared->pool.size());
   auto backend = std::make_unique<Backend>();
   backend->name = "cpu";

@@ -23,11 +23,17 @@
 namespace pixelllm::runtime::cpu {
 
 // Builds every component from config.json (parsed) and the weights; MODEL_FORMAT / CONFIG_MISMATCH on a bad
-// model. The backend keeps `weights` alive. decoder_weights: how the text decoder's weights are stored
-// (cpu/packed_linear.h WeightFormat: f32, or bf16 for half the bytes per decode step).
+// model. The backend keeps `weights` alive.
+struct CpuBackendOptions {
+  int threads = 0;  // worker threads (0 = hardware concurrency)
+  // How the text decoder's and the image encoders' linear layers are packed (cpu/packed_linear.h WeightFormat):
+  // decoder f32 or bf16 (weights only: half the bytes per decode step); encoders f32 or bf16_dot (bfloat16
+  // compute; BACKEND_UNAVAILABLE without AVX512-BF16).
+  pixelllm::cpu::WeightFormat decoder_weights = pixelllm::cpu::WeightFormat::f32;
+  pixelllm::cpu::WeightFormat encoder_weights = pixelllm::cpu::WeightFormat::f32;
+};
 std::unique_ptr<Backend> create_cpu_backend(const core::Json& config, std::shared_ptr<core::SafeTensors> weights,
-                                            int threads,
-                                            pixelllm::cpu::WeightFormat decoder_weights = pixelllm::cpu::WeightFormat::f32);
+                                            const CpuBackendOptions& options);
 
 // The worker threads the backend created by create_cpu_backend uses (for ModelInfo.threads).
 int cpu_backend_threads(const Backend& backend);
