@@ -26,7 +26,7 @@ import { PixelLLM } from './model';
 import { progressBar } from './progress';
 import { captionItems, denseItems, referItems, render, segmentItems } from './render';
 import type { RenderItems } from './render';
-import type { Backend, Box, CaptionResult, DecoderWeights, EncoderPrecision, TokenEvent } from './types';
+import type { Backend, Box, CaptionResult, DecoderWeights, EncoderPrecision, LoadOptions, TokenEvent } from './types';
 
 export const COMMANDS = ['caption', 'describe', 'refer', 'segment', 'dense', 'eval', 'build-engines'] as const;
 export type Command = (typeof COMMANDS)[number];
@@ -223,10 +223,14 @@ function captionSummary(result: CaptionResult, ms: number): string {
   return `\n\n${words.join(' ')}\n${result.tokens.length} tokens, score ${fmt(result.score, 3)}${speed}${result.box ? `, box ${fmtBox(result.box)}` : ''}`;
 }
 
+function loadOptions(args: CliArgs): LoadOptions {
+  return { backend: args.backend, threads: args.threads, decoderWeights: args.decoderWeights, encoderPrecision: args.encoderPrecision };
+}
+
 async function runEval(args: CliArgs): Promise<void> {
   const bar = progressBar(args.count!, 'eval');
   try {
-    const result = await evaluate({ seed: args.seed!, count: args.count!, model: args.model, backend: args.backend, threads: args.threads, decoderWeights: args.decoderWeights, encoderPrecision: args.encoderPrecision, onScene: () => bar.tick() });
+    const result = await evaluate({ seed: args.seed!, count: args.count!, model: args.model, ...loadOptions(args), onScene: () => bar.tick() });
     bar.done();
     print(args.json, result, formatEval(result));
   } finally {
@@ -237,7 +241,7 @@ async function runEval(args: CliArgs): Promise<void> {
 async function run(args: CliArgs): Promise<void> {
   if (args.command === 'eval') return runEval(args);
   if (args.command === 'build-engines') return runBuildEngines(args);
-  const model = await PixelLLM.load(args.model, { backend: args.backend, threads: args.threads, decoderWeights: args.decoderWeights, encoderPrecision: args.encoderPrecision });
+  const model = await PixelLLM.load(args.model, loadOptions(args));
   try {
     const image = await model.encode(args.image!);
     switch (args.command) {

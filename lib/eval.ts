@@ -27,22 +27,19 @@ import { Mask } from './masks';
 import type { RLE } from './masks';
 import { PixelLLM } from './model';
 import { packageRoot } from './native';
-import type { Backend, Box, DecoderWeights, EncoderPrecision } from './types';
+import type { Box, DecoderWeights, EncoderPrecision, LoadOptions } from './types';
 
 /** The scene generator is missing (no reference venv, or not a repository checkout). */
 export class EvalSetupError extends BackendUnavailableError {
   override name = 'EvalSetupError';
 }
 
-export interface EvalOptions {
+/** LoadOptions (backend, threads, decoderWeights, encoderPrecision) apply when `model` is a directory. */
+export interface EvalOptions extends LoadOptions {
   seed: number;
   count: number;
   /** A model directory (default: the demo model) or a loaded model (not disposed here). */
   model?: string | PixelLLM;
-  backend?: Backend;
-  threads?: number;
-  decoderWeights?: DecoderWeights;
-  encoderPrecision?: EncoderPrecision;
   /** Python with the reference's dependencies; default $PIXELLLM_PYTHON or engines/reference/.venv/bin/python. */
   python?: string;
   /** Keep the generated scenes in this folder instead of a temporary one. */
@@ -155,7 +152,7 @@ export async function evaluate(options: EvalOptions): Promise<EvalResult> {
   referencePython(options.python); // fail before loading the model
   const t0 = performance.now();
   const ownModel = !(options.model instanceof PixelLLM);
-  const model = options.model instanceof PixelLLM ? options.model : await PixelLLM.load(options.model, { backend: options.backend, threads: options.threads, decoderWeights: options.decoderWeights, encoderPrecision: options.encoderPrecision });
+  const model = options.model instanceof PixelLLM ? options.model : await PixelLLM.load(options.model, options);
   const dir = options.scenesDir ?? (await mkdtemp(path.join(os.tmpdir(), 'pixelllm-eval-')));
   try {
     const manifest = await generateScenes(options.seed, options.count, dir, options.python);

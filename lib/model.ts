@@ -57,6 +57,12 @@ export class EncodedImage {
   }
 }
 
+function checkChoice(name: string, value: unknown, choices: readonly string[]): void {
+  if (!choices.includes(value as string)) {
+    throw new InvalidArgumentError(`${name} must be ${choices.map((c) => `'${c}'`).join(' | ')}, got ${String(value)}`);
+  }
+}
+
 function checkOptionalInt(name: string, value: unknown, min: number, max: number): void {
   if (value === undefined) return;
   if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
@@ -122,15 +128,9 @@ export class PixelLLM implements AsyncDisposable {
   static async load(dir: string = demoModelDir(), options: LoadOptions = {}): Promise<PixelLLM> {
     if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir must be a non-empty string');
     const { backend = 'auto', threads = 0, decoderWeights = 'fp32', encoderPrecision = 'fp32' } = options;
-    if (!['auto', 'cpu', 'tensorrt'].includes(backend)) {
-      throw new InvalidArgumentError(`backend must be 'auto', 'cpu' or 'tensorrt', got ${String(backend)}`);
-    }
-    if (!['fp32', 'bf16'].includes(decoderWeights)) {
-      throw new InvalidArgumentError(`decoderWeights must be 'fp32' or 'bf16', got ${String(decoderWeights)}`);
-    }
-    if (!['fp32', 'bf16'].includes(encoderPrecision)) {
-      throw new InvalidArgumentError(`encoderPrecision must be 'fp32' or 'bf16', got ${String(encoderPrecision)}`);
-    }
+    checkChoice('backend', backend, ['auto', 'cpu', 'tensorrt']);
+    checkChoice('decoderWeights', decoderWeights, ['fp32', 'bf16']);
+    checkChoice('encoderPrecision', encoderPrecision, ['fp32', 'bf16']);
     checkOptionalInt('threads', threads, 0, 1024);
     const abs = path.resolve(dir);
     if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new ModelNotFoundError(`model directory not found: ${abs}`);

@@ -94,6 +94,17 @@ std::string OptionalString(const Napi::Object& options, const char* key, const s
   return String(v, key);
 }
 
+std::string OptionalChoice(const Napi::Object& options, const char* key, const std::string& fallback,
+                           const std::vector<std::string>& choices) {
+  std::string v = OptionalString(options, key, fallback);
+  std::string list;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    if (choices[i] == v) return v;
+    list += (i == 0 ? "'" : i + 1 == choices.size() ? " or '" : ", '") + choices[i] + "'";
+  }
+  Throw(options.Env(), "INVALID_ARGUMENT", std::string(key) + " must be " + list + ", got '" + v + "'");
+}
+
 pipeline::Box Box(const Napi::Value& value, const char* name, int width, int height) {
   Napi::Env env = value.Env();
   const std::string n(name);

@@ -31,6 +31,9 @@ int OptionalInt(const Napi::Object& options, const char* key, int fallback, int 
 float OptionalFloat(const Napi::Object& options, const char* key, float fallback, float min, float max);
 bool OptionalBool(const Napi::Object& options, const char* key, bool fallback);
 std::string OptionalString(const Napi::Object& options, const char* key, const std::string& fallback);
+// An optional string that must be one of `choices` (INVALID_ARGUMENT "<key> must be 'a', 'b' or 'c', got '...'").
+std::string OptionalChoice(const Napi::Object& options, const char* key, const std::string& fallback,
+                           const std::vector<std::string>& choices);
 
 // [x0, y0, x1, y1] (Array or Float32Array/Float64Array) of finite numbers with 0 <= x0 < x1 <= width and
 // 0 <= y0 < y1 <= height. Throws INVALID_BOX.

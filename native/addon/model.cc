@@ -56,19 +56,10 @@ Napi::Value Model::Load(const Napi::CallbackInfo& info) {
   if (dir.empty()) Throw(env, "INVALID_ARGUMENT", "dir must not be empty");
   Napi::Object options = args::Options(info[1], "options");
   pipeline::LoadOptions load;
-  load.backend = args::OptionalString(options, "backend", "auto");
-  if (load.backend != "auto" && load.backend != "cpu" && load.backend != "tensorrt") {
-    Throw(env, "INVALID_ARGUMENT", "backend must be 'auto', 'cpu' or 'tensorrt', got '" + load.backend + "'");
-  }
+  load.backend = args::OptionalChoice(options, "backend", "auto", {"auto", "cpu", "tensorrt"});
   load.threads = args::OptionalInt(options, "threads", 0, 0, args::kMaxThreads);
-  load.decoder_weights = args::OptionalString(options, "decoderWeights", "fp32");
-  if (load.decoder_weights != "fp32" && load.decoder_weights != "bf16") {
-    Throw(env, "INVALID_ARGUMENT", "decoderWeights must be 'fp32' or 'bf16', got '" + load.decoder_weights + "'");
-  }
-  load.encoder_precision = args::OptionalString(options, "encoderPrecision", "fp32");
-  if (load.encoder_precision != "fp32" && load.encoder_precision != "bf16") {
-    Throw(env, "INVALID_ARGUMENT", "encoderPrecision must be 'fp32' or 'bf16', got '" + load.encoder_precision + "'");
-  }
+  load.decoder_weights = args::OptionalChoice(options, "decoderWeights", "fp32", {"fp32", "bf16"});
+  load.encoder_precision = args::OptionalChoice(options, "encoderPrecision", "fp32", {"fp32", "bf16"});
   return (new LoadWorker(env, std::move(dir), std::move(load)))->Start();
 }
 

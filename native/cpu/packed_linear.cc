@@ -94,7 +94,6 @@ PIXELLLM_SIMD_CLONES void panel_range_bf16(const uint16_t* w, int64_t in, int64_
   panel_range(w, in, out, p0, p1, x, ldx, rows, y, ldy);
 }
 
-
 #ifdef PIXELLLM_HAVE_BF16_DOT
 // bf16_dot: y[r][16k + l] += sum_i dot(P_k[i][l], x2[r][i]) (two bfloat16 products per 32-bit pair, vdpbf16ps) for K
 // panels and R rows of pairs x2 (row stride ldx2 pairs).
@@ -181,13 +180,14 @@ uint32_t bf16_pair(const float* row, int64_t n, int64_t i) {
   return lo | (hi << 16);
 }
 
-// Torch-layout w (out, in) -> panels d (panels, in, 16): d[(o / 16) * in * 16 + i * 16 + o % 16] = convert(w[o][i]).
-template <typename T, typename Convert>
-void scatter_panels(const float* w, int64_t out, int64_t in, T* d, Convert convert) {
+// Torch-layout w (out, in) -> panels d (panels, cols, 16): d[(o / 16) * cols * 16 + c * 16 + o % 16] =
+// element(w[o], c) for c < cols (cols = in, or (in + 1) / 2 for bfloat16 pairs).
+template <typename T, typename Element>
+void scatter_panels(const float* w, int64_t out, int64_t in, int64_t cols, T* d, Element element) {
   for (int64_t o = 0; o < out; ++o) {
     const float* row = w + o * in;
-    T* dst = d + (o / kLanes) * in * kLanes + o % kLanes;
-    for (int64_t i = 0; i < in; ++i) dst[i * kLanes] = convert(row[i]);
+    T* dst = d + (o / kLanes) * cols * kLanes + o % kLanes;
+    for (int64_t c = 0; c < cols; ++c) dst[c * kLanes] = element(row, c);
   }
 }
 
@@ -237,18 +237,15 @@ PackedWeight PackedWeight::pack(const float* w, int64_t out, int64_t in, WeightF
   if (format == WeightFormat::bf16_dot) {
     const int64_t in2 = (in + 1) / 2;
     p.data_ = core::Tensor::zeros({panels * in2 * kLanes});
-    uint32_t* d = reinterpret_cast<uint32_t*>(p.data_.data());
-    for (int64_t o = 0; o < out; ++o) {
-      const float* row = w + o * in;
-      uint32_t* dst = d + (o / kLanes) * in2 * kLanes + o % kLanes;
-      for (int64_t i = 0; i < in2; ++i) dst[i * kLanes] = bf16_pair(row, in, i);
-    }
+    scatter_panels(w, out, in, in2, reinterpret_cast<uint32_t*>(p.data_.data()),
+                   [in](const float* row, int64_t c) { return bf16_pair(row, in, c); });
   } else if (format == WeightFormat::bf16) {
     p.data_ = core::Tensor::zeros({(n + 1) / 2});
-    scatter_panels(w, out, in, reinterpret_cast<uint16_t*>(p.data_.data()), to_bf16);
+    scatter_panels(w, out, in, in, reinterpret_cast<uint16_t*>(p.data_.data()),
+                   [](const float* row, int64_t c) { return to_bf16(row[c]); });
   } else {
     p.data_ = core::Tensor::zeros({panels, in, kLanes});
-    scatter_panels(w, out, in, p.data_.data(), [](float v) { return v; });
+    scatter_panels(w, out, in, in, p.data_.data(), [](const float* row, int64_t c) { return row[c]; });
   }
   return p;
 }

@@ -498,6 +498,11 @@ class ObjectProbes(nn.Module):
         b, p, s, _ = masks.shape
         return F.adaptive_avg_pool2d(masks.reshape(b * p, 1, s, s).float(), grid).reshape(b, p, grid, grid)
 
+    @staticmethod
+    def total(m: dict) -> torch.Tensor:
+        """The sum of the loss terms of losses() (its *_acc entries are accuracies, not losses)."""
+        return sum(v for k, v in m.items() if not k.endswith("_acc"))
+
     def losses(self, enc: dict, batch: dict) -> dict:
         masks, attrs, valid = batch["object_masks"], batch["object_attrs"], batch["object_valid"].bool()
         m = {}
@@ -526,7 +531,7 @@ def vision_losses(model: PixelLLM, batch: dict) -> tuple[torch.Tensor, dict]:
     """The vision stage: image encoders + ObjectProbes only."""
     enc = model.encode(batch["images"], batch["padding_mask"])
     m = model.training_objects.losses(enc, batch)
-    total = sum(v for k, v in m.items() if not k.endswith("_acc"))
+    total = ObjectProbes.total(m)
     m["total"] = total
     return total, {k: float(v.detach()) for k, v in m.items()}
 
@@ -656,7 +661,7 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tup
     if tc.w_objects > 0:
         om = model.training_objects.losses(enc, batch)
         m.update(om)
-        objects = sum(v for k, v in om.items() if not k.endswith("_acc"))
+        objects = ObjectProbes.total(om)
     cells = torch.zeros(())
     if tc.w_cells > 0:
         cm = model.training_cells.losses(vis_whole_a[:, 0], vis_g_a, batch)
