@@ -33,6 +33,9 @@ What differs from the official, to learn fast on 2 CPU cores (each choice named 
     the SAM random-Fourier matrix N(0, 1) and frozen (SAM's PositionEmbeddingRandom is a fixed random buffer).
 Scene seeds: training draws seeds < 10**6 (`TRAIN_SEED_LIMIT`); evaluation (evaluate.py) uses seeds >= 10**9.
 
+On a CUDA machine: `--device cuda --workers N` (N data processes) and `--schedule time` (the LR decay follows the
+wall budget `--minutes`); `--shards DIR` writes the weights as small files, `--init-from DIR` / `--export` read them.
+
 Usage (from engines/reference):
   .venv/bin/python -m pixelllm_ref.train --run runs/demo                                    # start
   .venv/bin/python -m pixelllm_ref.train --run runs/demo --resume                          # continue
@@ -95,7 +98,8 @@ class TrainConfig:
     w_mask: float = 1.0
     w_det: float = 1.0
     log_every: int = 10
-    workers: int = 1               # data producer processes (0: build batches in the training process)
+    workers: int = 1               # data producer processes (0: build batches in the training process); worker k
+                                   # makes the batches of steps k, k + workers, ...
     ckpt_minutes: float = 4.0
     cell_grid: int = 0             # set from the config (feature_fusion.output_size) when w_cells > 0
     w_attn: float = 0.0            # attention guidance: head 0 of text-decoder layers >= 1 attends to the cells of
@@ -106,6 +110,9 @@ class TrainConfig:
     stage: str = "full"            # "full": every task (step_losses); "vision": the image encoders alone learn each
                                    # object's size / colour / shape from ObjectProbes (no text side; ~6x the images/s)
     w_objects: float = 0.0         # ObjectProbes on the image features; always on (weight 1) in the vision stage
+    device: str = "cpu"            # torch device of the model and the batches ("cuda" on a GPU machine)
+    schedule: str = "steps"        # "steps": LR decay and ramps follow step / steps; "time": they follow the wall
+                                   # budget (elapsed / minutes), for runs whose speed is not known ahead
 
 
 # ---- model ---------------------------------------------------------------------------------------------------
@@ -298,7 +305,7 @@ def box_cell_coverage(boxes: np.ndarray, size: int, grid: int) -> np.ndarray:
     return (oy[..., :, None] * ox[..., None, :]).reshape(boxes.shape[:-1] + (grid * grid,)).astype(np.float32)
 
 
-def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int) -> None:
+def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int, stride: int = 1) -> None:
     """Producer process. data.example renders the same scene once per task; the layout (the costly part) is
     memoised here by patching scenes.make_layout in THIS process only."""
     scenes.make_layout = functools.lru_cache(maxsize=64)(scenes.make_layout)
@@ -307,7 +314,7 @@ def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int) -> 
     tc, dc = TrainConfig(**tc_dict), data.DataConfig(**dc_dict)
     parent = os.getppid()
     make = make_vision_batch if tc.stage == "vision" else make_step_batch
-    for step in range(start, stop):
+    for step in range(start, stop, stride):
         item = (step, make(tc, dc, step))
         while True:
             try:
@@ -319,35 +326,49 @@ def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int) -> 
 
 
 class Prefetcher:
-    """Batches of steps [start, stop) from a spawned worker process (2 batches ahead), or made in-process when
-    tc.workers == 0."""
+    """Batches of steps [start, stop) from tc.workers spawned worker processes (worker k makes steps start + k,
+    start + k + workers, ...; each keeps 2 batches ahead), or made in-process when tc.workers == 0."""
 
     def __init__(self, tc: TrainConfig, dc: data.DataConfig, start: int, stop: int):
-        self.tc, self.dc, self.proc = tc, dc, None
-        if tc.workers == 0:
-            return
-        if tc.workers != 1:
-            raise ValueError("TrainConfig.workers must be 0 or 1")
+        self.tc, self.dc, self.procs, self.queues = tc, dc, [], []
+        if tc.workers < 0:
+            raise ValueError(f"TrainConfig.workers must be >= 0, got {tc.workers}")
         ctx = mp.get_context("spawn")
-        self.queue = ctx.Queue(maxsize=2)
-        self.proc = ctx.Process(target=_data_worker, daemon=True,
-                                args=(self.queue, dataclasses.asdict(tc), dataclasses.asdict(dc), start, stop))
-        self.proc.start()
+        for k in range(tc.workers):
+            q = ctx.Queue(maxsize=2)
+            p = ctx.Process(target=_data_worker, daemon=True,
+                            args=(q, dataclasses.asdict(tc), dataclasses.asdict(dc), start + k, stop, tc.workers))
+            p.start()
+            self.queues.append(q)
+            self.procs.append(p)
+        self.start = start
 
     def get(self, step: int) -> dict:
-        if self.proc is None:
+        if not self.procs:
             return (make_vision_batch if self.tc.stage == "vision" else make_step_batch)(self.tc, self.dc, step)
-        got, batch = self.queue.get(timeout=600)
+        import queue as queue_lib
+
+        k = (step - self.start) % len(self.procs)
+        deadline = time.time() + 600
+        while True:
+            try:
+                got, batch = self.queues[k].get(timeout=2)
+                break
+            except queue_lib.Empty:
+                if not self.procs[k].is_alive():
+                    raise RuntimeError(f"data worker {k} died (exit code {self.procs[k].exitcode}) before step {step}")
+                if time.time() > deadline:
+                    raise TimeoutError(f"data worker {k}: no batch for step {step} in 600 s")
         if got != step:
-            raise RuntimeError(f"data worker out of order: wanted step {step}, got {got}")
+            raise RuntimeError(f"data worker {k} out of order: wanted step {step}, got {got}")
         return batch
 
     def close(self):
-        if self.proc is None:
-            return
-        if self.proc.is_alive():
-            self.proc.terminate()
-        self.proc.join(timeout=10)
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout=10)
 
 
 # ---- training-only probes ----------------------------------------------------------------------------------
@@ -422,7 +443,7 @@ class Probes(nn.Module):
 def box_cells_torch(boxes: torch.Tensor, size: float, grid: int) -> torch.Tensor:
     """box_cell_coverage for target boxes held as a torch tensor (no gradient flows through targets)."""
     cov = box_cell_coverage(boxes.detach().cpu().numpy().astype(np.float32), size, grid)
-    return torch.from_numpy(cov).to(boxes.dtype)
+    return torch.from_numpy(cov).to(device=boxes.device, dtype=boxes.dtype)
 
 
 def attention_guidance(probs: list, n_visual: int, boxes: torch.Tensor, valid: torch.Tensor, size: float) -> torch.Tensor:
@@ -542,9 +563,9 @@ def mask_prompt_boxes(gt: torch.Tensor, pred: torch.Tensor, p_pred: float, jitte
     """(B,R,4) prompts: the predicted box with probability p_pred, else the gt box jittered by +-jitter*size."""
     b, r = gt.shape[:2]
     wh = (gt[..., 2:] - gt[..., :2]).repeat(1, 1, 2)
-    noise = torch.from_numpy(rng.uniform(-jitter, jitter, size=(b, r, 4)).astype(np.float32))
+    noise = torch.from_numpy(rng.uniform(-jitter, jitter, size=(b, r, 4)).astype(np.float32)).to(gt.device)
     jit = gt + noise * wh
-    use_pred = torch.from_numpy(rng.random((b, r)) < p_pred)[..., None]
+    use_pred = torch.from_numpy(rng.random((b, r)) < p_pred).to(gt.device)[..., None]
     boxes = torch.where(use_pred, pred, jit)
     x1 = torch.minimum(boxes[..., 0::2], boxes[..., 0::2].flip(-1))
     x2 = torch.maximum(boxes[..., 0::2], boxes[..., 0::2].flip(-1))
@@ -560,14 +581,23 @@ def text_weight(tc: TrainConfig, step: int) -> float:
     return float(np.clip((step - a) / max(b - a, 1e-9), 0.0, 1.0)) if b > 0 else 1.0
 
 
-def pred_box_prob(tc: TrainConfig, step: int) -> float:
+def progress(tc: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """How far the run is, 0..1: step / steps, or with tc.schedule "time" the wall budget spent (seconds)."""
+    if tc.schedule == "time":
+        return min(1.0, elapsed / max(tc.minutes * 60, 1e-9))
+    return min(1.0, step / max(tc.steps, 1))
+
+
+def pred_box_prob(tc: TrainConfig, step: int, elapsed: float = 0.0) -> float:
     lo, hi = tc.pred_box_ramp
-    prog = step / max(tc.steps, 1)
+    prog = progress(tc, step, elapsed)
     return tc.pred_box_prob * float(np.clip((prog - lo) / max(hi - lo, 1e-9), 0.0, 1.0))
 
 
-def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tuple[torch.Tensor, dict]:
-    """Every task's loss on one step's images (torch batch from `make_step_batch`)."""
+def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int, elapsed: float = 0.0
+                ) -> tuple[torch.Tensor, dict]:
+    """Every task's loss on one step's images (torch batch from `make_step_batch`); `elapsed`: seconds trained
+    (the schedule's clock when tc.schedule is "time")."""
     cfg = model.cfg
     eos, vocab = int(cfg["eos_token_id"]), int(cfg["vocab_size"])
     rng = np.random.default_rng([tc.seed, step, 777])
@@ -615,7 +645,7 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tup
                                          batch["refer_valid"], "l1_nonzero")
     k = min(tc.mask_rows, r)
     pred = boxes_from_points(tr["point_coords"][:, :k], batch["refer_pv"][:, :k]).detach()
-    prompt = mask_prompt_boxes(gt_boxes[:, :k], pred, pred_box_prob(tc, step), tc.box_jitter, enc["image_hw"], rng)
+    prompt = mask_prompt_boxes(gt_boxes[:, :k], pred, pred_box_prob(tc, step, elapsed), tc.box_jitter, enc["image_hw"], rng)
     pe = model.prompt_encoder
     sparse = model.mask_adapter(pe.embed_boxes(prompt, model.image_size), vis_r[:, :k], tr["text_feats"][:, :k])
     sam = enc["sam"]
@@ -677,10 +707,15 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int) -> tup
 
 
 # ---- schedule / checkpoints ----------------------------------------------------------------------------------
-def lr_at(tc: TrainConfig, step: int) -> float:
+def lr_at(tc: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """Linear warmup over tc.warmup steps, then cosine decay to min_lr_ratio over the rest of the run (steps, or
+    the wall budget with tc.schedule "time")."""
     if step < tc.warmup:
         return tc.lr * (step + 1) / tc.warmup
-    prog = min(1.0, (step - tc.warmup) / max(tc.steps - tc.warmup, 1))
+    if tc.schedule == "time":
+        prog = progress(tc, step, elapsed)
+    else:
+        prog = min(1.0, (step - tc.warmup) / max(tc.steps - tc.warmup, 1))
     return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * prog)))
 
 
@@ -698,26 +733,83 @@ def save_checkpoint(path: Path, model, opt, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def export_model_dir(ckpt_path: Path, out_dir: Path, float16: bool = True) -> Path:
+def export_model_dir(source: Path, out_dir: Path, float16: bool = True) -> Path:
     """config.json (+ `task_prompts`: the contexts each task was trained with) + model.safetensors (float16 storage
-    by default: 28 MB instead of 57; the runtimes convert to float32 at load) + tokenizer.json, from a checkpoint.
-    Training-only tensors are dropped."""
+    by default: 28 MB instead of 57; the runtimes convert to float32 at load) + tokenizer.json, from a checkpoint
+    or a shard directory (`load_weights`). Training-only tensors are dropped."""
     from safetensors.numpy import save_file
 
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state, model_cfg, step = load_weights(source)
     dtype = np.float16 if float16 else np.float32
     tensors = {k: np.ascontiguousarray(v.detach().cpu().numpy().astype(dtype))
-               for k, v in sorted(inference_state(ck["model"]).items())}
-    cfg = dict(ck["model_config"])
+               for k, v in sorted(inference_state(state).items())}
+    cfg = dict(model_cfg)
     cfg["task_prompts"] = {"caption": scenes.NARRATIVE_PROMPT, "describe": scenes.REGION_PROMPT,
                            "dense": scenes.REGION_PROMPT}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     save_file(tensors, str(out / "model.safetensors"),
-              metadata={"format": "pt", "producer": "pixelllm_ref.train", "step": str(ck["step"])})
+              metadata={"format": "pt", "producer": "pixelllm_ref.train", "step": str(step)})
     (out / "tokenizer.json").write_text(tokenizer.build_tokenizer_json())
     return out
+
+
+def load_weights(path: Path) -> tuple[dict, dict, int]:
+    """(state dict, model config, training step) of a checkpoint (ckpt.pt), a model directory (config.json + model.safetensors,
+    e.g. the shipped engines/demo) or a shard directory (`save_weight_shards`). A float16 model directory is widened
+    to float32; training-only modules are absent from model directories and start fresh."""
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if path.is_file():
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        return ck["model"], ck["model_config"], int(ck["step"])
+    shards = sorted(path.glob("weights-*.safetensors"))
+    if shards:
+        with safe_open(str(shards[0]), "pt") as f:
+            meta = f.metadata()
+        state = {}
+        for sh in shards:
+            state.update(load_file(str(sh)))
+        return state, json.loads(meta["model_config"]), int(meta["step"])
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"{path}: neither a checkpoint, a model directory nor a shard directory")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.pop("task_prompts", None)  # added by export_model_dir
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        step = int((f.metadata() or {}).get("step", 0))
+    return {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}, cfg, step
+
+
+def save_weight_shards(ckpt_path: Path, out_dir: Path, max_bytes: int = 15 << 20) -> list[Path]:
+    """The checkpoint's float32 weights (training-only modules included, optimizer left out) as
+    weights-NN.safetensors files of at most `max_bytes` each (+ the model config and step in their metadata):
+    small files that travel where a whole checkpoint does not; `--init-from DIR` and `--export` read them."""
+    from safetensors.torch import save_file
+
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    meta = {"model_config": json.dumps(ck["model_config"]), "step": str(ck["step"]),
+            "examples": str(ck["examples"]), "train_config": json.dumps(ck["train_config"])}
+    groups, cur, size = [], {}, 0
+    for k, v in sorted(ck["model"].items()):
+        n = v.numel() * v.element_size()
+        if n > max_bytes:
+            raise ValueError(f"save_weight_shards: tensor {k} ({n} bytes) exceeds the shard size {max_bytes}")
+        if cur and size + n > max_bytes:
+            groups.append(cur)
+            cur, size = {}, 0
+        cur[k] = v.detach().cpu().contiguous()
+        size += n
+    if cur:
+        groups.append(cur)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, g in enumerate(groups):
+        paths.append(out / f"weights-{i:02d}.safetensors")
+        save_file(g, str(paths[-1]), metadata=meta)
+    return paths
 
 
 # ---- main loop -----------------------------------------------------------------------------------------------
@@ -750,10 +842,10 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
         init_weights(model, tc.seed, tc.pos_init)
         add_training_modules(model, tc)
         if init_from is not None:  # warm start: a fresh schedule from another run's weights (same architecture)
-            ck = torch.load(init_from, map_location="cpu", weights_only=False)
-            if ck["model_config"] != cfg:
+            state, init_cfg, _ = load_weights(init_from)
+            if init_cfg != cfg:
                 raise ValueError(f"--init-from {init_from}: its model config differs from this run's")
-            missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+            missing, unexpected = model.load_state_dict(state, strict=False)
             bad = [k for k in missing + unexpected if not k.startswith(TRAINING_ONLY)]
             if bad:
                 raise ValueError(f"--init-from {init_from}: tensors differ: {bad[:5]}")
@@ -762,7 +854,18 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
         log.write(json.dumps({"event": "start", "train_config": dataclasses.asdict(tc),
                               "params": sum(p.numel() for p in model.parameters()),
                               "init_from": None if init_from is None else str(init_from)}) + "\n")
+    device = torch.device(tc.device)
+    model.to(device)
+    for st in opt.state.values():  # a resumed optimizer's moments follow their parameters
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.dim() > 0:
+                st[k] = v.to(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     model.train()
+    if tc.schedule not in ("steps", "time"):
+        raise ValueError(f"TrainConfig.schedule must be 'steps' or 'time', got {tc.schedule!r}")
     if tc.stage not in ("full", "vision"):
         raise ValueError(f"TrainConfig.stage must be 'full' or 'vision', got {tc.stage!r}")
     if tc.w_cells > 0:
@@ -778,15 +881,18 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
     pre = Prefetcher(tc, dc, step, last)
     t_last_ckpt = time.time()
     acc, n_acc, t0, ex0 = {}, 0, time.time(), examples
+    default_device = torch.get_default_device()
+    torch.set_default_device(device)  # tensors the losses create follow the model
     try:
         while step < last and elapsed < tc.minutes * 60:
             t_step = time.time()
-            batch = data.to_torch(pre.get(step))
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                     for k, v in data.to_torch(pre.get(step)).items()}
             for g in opt.param_groups:
-                g["lr"] = lr_at(tc, step) * g["lr_mult"] * (0.0 if g is opt.param_groups[1] and step < tc.adapter_freeze
+                g["lr"] = lr_at(tc, step, elapsed) * g["lr_mult"] * (0.0 if g is opt.param_groups[1] and step < tc.adapter_freeze
                                                             else 1.0)
             total, metrics = (vision_losses(model, batch) if tc.stage == "vision"
-                              else step_losses(model, batch, tc, step))
+                              else step_losses(model, batch, tc, step, elapsed))
             opt.zero_grad(set_to_none=True)
             total.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
@@ -803,7 +909,7 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
             if step % tc.log_every == 0 or step == tc.steps:
                 dt = time.time() - t0
                 rec = {"step": step, "examples": examples, "minutes": round(elapsed / 60, 2),
-                       "ex_per_s": round((examples - ex0) / max(dt, 1e-9), 3), "lr": lr_at(tc, step - 1),
+                       "ex_per_s": round((examples - ex0) / max(dt, 1e-9), 3), "lr": lr_at(tc, step - 1, elapsed),
                        **{k: round(v / n_acc, 4) for k, v in acc.items()}}
                 log.write(json.dumps(rec) + "\n")
                 acc, n_acc, t0, ex0 = {}, 0, time.time(), examples
@@ -812,6 +918,7 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
                 t_last_ckpt = time.time()
     finally:
         pre.close()
+        torch.set_default_device(default_device)
     save_checkpoint(ckpt, model, opt, state())
     log.write(json.dumps({"event": "stop", "step": step, "examples": examples, "minutes": round(elapsed / 60, 2)})
               + "\n")
@@ -823,9 +930,12 @@ def main(argv=None):
     ap.add_argument("--run", required=True, type=Path, help="run directory (checkpoint + train.log)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--export", type=Path, help="write a model directory from the run's checkpoint and exit")
+    ap.add_argument("--shards", type=Path, help="write the checkpoint's weights as <=15 MiB safetensors shards here "
+                    "and exit (--init-from and --export read such a directory)")
     ap.add_argument("--config", type=Path, default=DEMO_CONFIG)
     ap.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; --resume continues")
-    ap.add_argument("--init-from", type=Path, help="fresh run starting from the weights of this checkpoint")
+    ap.add_argument("--init-from", type=Path, help="fresh run starting from these weights: a checkpoint, a model "
+                    "directory (e.g. ../demo) or a shard directory")
     for f in dataclasses.fields(TrainConfig):
         if isinstance(f.default, bool):
             ap.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=f.default)
@@ -835,8 +945,12 @@ def main(argv=None):
         elif isinstance(f.default, (int, float, str)):
             ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     a = ap.parse_args(argv)
-    if a.export:
-        print(export_model_dir(a.run / "ckpt.pt", a.export))
+    if a.export:  # from the run's checkpoint, or from weight shards in the run directory
+        ck = a.run / "ckpt.pt"
+        print(export_model_dir(ck if ck.exists() else a.run, a.export))
+        return
+    if a.shards:
+        print("\n".join(str(p) for p in save_weight_shards(a.run / "ckpt.pt", a.shards)))
         return
     tc = TrainConfig(**{f.name: tuple(v) if isinstance(v, list) else v
                         for f in dataclasses.fields(TrainConfig) if (v := getattr(a, f.name, None)) is not None})

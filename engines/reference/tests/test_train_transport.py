@@ -1,0 +1,72 @@
+"""train.py pieces for training on another machine: the wall-clock schedule, several data processes, weight shards
+(small files that travel) and warm starts from a shipped model directory or from shards."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pixelllm_ref import data, train
+from test_train import TC, tiny_cfg
+
+
+def test_time_schedule_follows_the_wall_budget(tmp_path):
+    tc = train.TrainConfig(lr=1e-3, warmup=10, steps=10 ** 9, minutes=2.0, min_lr_ratio=0.1, schedule="time")
+    assert train.lr_at(tc, 0, 0.0) == pytest.approx(1e-4)                 # warmup still counts steps
+    assert train.lr_at(tc, 50, 0.0) == pytest.approx(1e-3)
+    assert train.lr_at(tc, 50, 60.0) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert train.lr_at(tc, 50, 120.0) == pytest.approx(1e-4)
+    assert train.lr_at(tc, 50, 999.0) == pytest.approx(1e-4)
+    tc.pred_box_ramp = (0.25, 0.75)
+    assert train.pred_box_prob(tc, 10 ** 6, 30.0) == 0.0                   # steps do not move a time schedule
+    assert train.pred_box_prob(tc, 0, 60.0) == pytest.approx(tc.pred_box_prob * 0.5)
+    with pytest.raises(ValueError, match="schedule"):
+        train.train(tmp_path / "r", train.TrainConfig(**{**TC, "schedule": "epochs"}), resume=False, cfg=tiny_cfg())
+
+
+def test_several_data_workers_deliver_the_in_process_batches_in_order():
+    tc0 = train.TrainConfig(**TC)
+    tc2 = train.TrainConfig(**{**TC, "workers": 2})
+    dc = data.DataConfig.for_model(tiny_cfg())
+    pre = train.Prefetcher(tc2, dc, 3, 7)
+    try:
+        for step in range(3, 7):
+            got, want = pre.get(step), train.make_step_batch(tc0, dc, step)
+            assert set(got) == set(want)
+            for k in want:
+                np.testing.assert_array_equal(got[k], want[k])
+    finally:
+        pre.close()
+    assert all(not p.is_alive() for p in pre.procs)
+
+
+def test_weight_shards_round_trip_and_warm_start(tmp_path):
+    cfg = tiny_cfg()
+    tc = train.TrainConfig(**TC)
+    train.train(tmp_path / "a", tc, resume=False, cfg=cfg)
+    ck = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)
+    paths = train.save_weight_shards(tmp_path / "a" / "ckpt.pt", tmp_path / "sh", max_bytes=4 << 20)
+    assert len(paths) > 1 and all(p.stat().st_size <= (4 << 20) + 65536 for p in paths)
+    state, got_cfg, step = train.load_weights(tmp_path / "sh")
+    assert got_cfg == cfg and step == 3 and set(state) == set(ck["model"])
+    assert all(torch.equal(state[k], ck["model"][k]) for k in state)        # float32, exact
+    with pytest.raises(ValueError, match="exceeds the shard size"):
+        train.save_weight_shards(tmp_path / "a" / "ckpt.pt", tmp_path / "tiny", max_bytes=1024)
+    # a model directory exported from the shards equals one exported from the checkpoint
+    a = train.export_model_dir(tmp_path / "a" / "ckpt.pt", tmp_path / "m1")
+    b = train.export_model_dir(tmp_path / "sh", tmp_path / "m2")
+    from safetensors.torch import load_file
+    ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert set(ta) == set(tb) and all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+    # warm starts: from the shards (exact) and from the float16 model directory (its values, training modules fresh)
+    for src, exact in ((tmp_path / "sh", True), (a, False)):
+        run = tmp_path / f"warm_{exact}"
+        train.train(run, train.TrainConfig(**{**TC, "steps": 1, "lr": 0.0, "warmup": 1}), resume=False, cfg=cfg,
+                    init_from=src)
+        w = torch.load(run / "ckpt.pt", weights_only=False)["model"]
+        for k, v in train.inference_state(ck["model"]).items():
+            want = v if exact else v.half().float()
+            assert torch.equal(w[k], want), k
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
+        train.load_weights(tmp_path)
