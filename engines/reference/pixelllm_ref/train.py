@@ -855,6 +855,8 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
                               "params": sum(p.numel() for p in model.parameters()),
                               "init_from": None if init_from is None else str(init_from)}) + "\n")
     device = torch.device(tc.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"TrainConfig.device {tc.device!r}: this torch ({torch.__version__}) sees no CUDA device")
     model.to(device)
     for st in opt.state.values():  # a resumed optimizer's moments follow their parameters
         for k, v in st.items():

@@ -24,6 +24,12 @@ def test_time_schedule_follows_the_wall_budget(tmp_path):
         train.train(tmp_path / "r", train.TrainConfig(**{**TC, "schedule": "epochs"}), resume=False, cfg=tiny_cfg())
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        train.train(tmp_path / "r", train.TrainConfig(**{**TC, "device": "cuda"}), resume=False, cfg=tiny_cfg())
+
+
 def test_several_data_workers_deliver_the_in_process_batches_in_order():
     tc0 = train.TrainConfig(**TC)
     tc2 = train.TrainConfig(**{**TC, "workers": 2})
