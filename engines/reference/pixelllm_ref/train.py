@@ -645,7 +645,8 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int, elapse
                                          batch["refer_valid"], "l1_nonzero")
     k = min(tc.mask_rows, r)
     pred = boxes_from_points(tr["point_coords"][:, :k], batch["refer_pv"][:, :k]).detach()
-    prompt = mask_prompt_boxes(gt_boxes[:, :k], pred, pred_box_prob(tc, step, elapsed), tc.box_jitter, enc["image_hw"], rng)
+    prompt = mask_prompt_boxes(gt_boxes[:, :k], pred, pred_box_prob(tc, step, elapsed), tc.box_jitter,
+                               enc["image_hw"], rng)
     pe = model.prompt_encoder
     sparse = model.mask_adapter(pe.embed_boxes(prompt, model.image_size), vis_r[:, :k], tr["text_feats"][:, :k])
     sam = enc["sam"]
@@ -756,9 +757,9 @@ def export_model_dir(source: Path, out_dir: Path, float16: bool = True) -> Path:
 
 
 def load_weights(path: Path) -> tuple[dict, dict, int]:
-    """(state dict, model config, training step) of a checkpoint (ckpt.pt), a model directory (config.json + model.safetensors,
-    e.g. the shipped engines/demo) or a shard directory (`save_weight_shards`). A float16 model directory is widened
-    to float32; training-only modules are absent from model directories and start fresh."""
+    """(state dict, model config, training step) of a checkpoint (ckpt.pt), a model directory (config.json +
+    model.safetensors, e.g. the shipped engines/demo) or a shard directory (`save_weight_shards`). A float16 model
+    directory is widened to float32; training-only modules are absent from model directories and start fresh."""
     from safetensors.torch import load_file, safe_open
 
     path = Path(path)
@@ -826,7 +827,8 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
         ck = torch.load(ckpt, map_location="cpu", weights_only=False)
         cfg = ck["model_config"]
-        tc = TrainConfig(**{**ck["train_config"], "minutes": tc.minutes})
+        # the schedule is the checkpoint's; the budget, the device and the data processes are this command's
+        tc = TrainConfig(**{**ck["train_config"], "minutes": tc.minutes, "device": tc.device, "workers": tc.workers})
         tc.pred_box_ramp, tc.text_ramp = tuple(tc.pred_box_ramp), tuple(tc.text_ramp)
         model = build_model(cfg)
         model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
@@ -891,8 +893,8 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                      for k, v in data.to_torch(pre.get(step)).items()}
             for g in opt.param_groups:
-                g["lr"] = lr_at(tc, step, elapsed) * g["lr_mult"] * (0.0 if g is opt.param_groups[1] and step < tc.adapter_freeze
-                                                            else 1.0)
+                frozen = g is opt.param_groups[1] and step < tc.adapter_freeze
+                g["lr"] = 0.0 if frozen else lr_at(tc, step, elapsed) * g["lr_mult"]
             total, metrics = (vision_losses(model, batch) if tc.stage == "vision"
                               else step_losses(model, batch, tc, step, elapsed))
             opt.zero_grad(set_to_none=True)

@@ -76,3 +76,13 @@ def test_weight_shards_round_trip_and_warm_start(tmp_path):
             assert torch.equal(w[k], want), k
     with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
         train.load_weights(tmp_path)
+
+
+def test_resume_takes_device_and_workers_from_the_command(tmp_path):
+    cfg = tiny_cfg()
+    train.train(tmp_path / "a", train.TrainConfig(**{**TC, "steps": 2}), resume=False, cfg=cfg, stop_at=1)
+    ck = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)
+    ck["train_config"]["device"] = "cuda"          # as if made on a GPU machine
+    torch.save(ck, tmp_path / "a" / "ckpt.pt")
+    train.train(tmp_path / "a", train.TrainConfig(**{**TC, "steps": 2}), resume=True)   # continues on the CPU
+    assert torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)["step"] == 2
