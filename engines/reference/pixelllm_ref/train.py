@@ -322,6 +322,7 @@ def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int, str
                 break
             except queue_lib.Full:
                 if os.getppid() != parent:  # the trainer died without closing us
+                    queue.cancel_join_thread()  # else exit waits forever to flush the batches nobody will read
                     return
 
 

@@ -86,3 +86,27 @@ def test_resume_takes_device_and_workers_from_the_command(tmp_path):
     torch.save(ck, tmp_path / "a" / "ckpt.pt")
     train.train(tmp_path / "a", train.TrainConfig(**{**TC, "steps": 2}), resume=True)   # continues on the CPU
     assert torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_data_workers_exit_when_the_trainer_dies(tmp_path):
+    """A trainer killed without closing its Prefetcher leaves no data process behind (each notices the new parent
+    within its 5 s put timeout and exits without waiting to flush batches nobody reads)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os, sys; sys.path.insert(0, 'tests'); from test_train import TC, tiny_cfg;"
+            "from pixelllm_ref import data, train;"
+            "pre = train.Prefetcher(train.TrainConfig(**{**TC, 'workers': 2}), data.DataConfig.for_model(tiny_cfg()), 0, 50);"
+            "pre.get(0); print(' '.join(str(p.pid) for p in pre.procs), flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr
+    deadline = time.time() + 30
+    alive = pids
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+    assert not alive, f"data workers still running: {alive}"
