@@ -49,6 +49,21 @@ function parseArgs(argv) {
 }
 
 // Progress goes to stderr (stdout carries only the result, so `--json` output pipes cleanly); --quiet drops it.
+// Samples per peer per round: as many calls as fill ~SAMPLE_MS (at most MAX_REPS), so a 9 ms demo encode is not ONE
+// sample per round while whatever the other processes did at that moment decides the median; each peer's block
+// starts after GAP_MS of quiet, so no peer's spin-waiting threads from the call before overlap its timed calls.
+const SAMPLE_MS = 250, MAX_REPS = 15, GAP_MS = 30;
+const repsFor = (ms) => Math.max(1, Math.min(MAX_REPS, Math.round(SAMPLE_MS / Math.max(ms, 1e-3))));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// `reps` timed calls of fn (each returns a number) after the settle gap.
+async function block(fn, reps) {
+  await sleep(GAP_MS);
+  const out = [];
+  for (let j = 0; j < reps; ++j) out.push(await fn());
+  return out;
+}
+
 const log = (opts, ...m) => {
   if (!opts.quiet) console.error(...m);
 };
@@ -101,15 +116,21 @@ async function addonPhase(opts, dir, threads, tokens, conc, rounds, windowMs) {
       return { tokensPerS: (1000 * n) / ms, tokens: n };
     };
     await captions(1);  // warm-up, untimed
+    const t1 = performance.now();
+    await captions(1);
+    const tMany = performance.now();
+    await captions(conc);
+    const reps = { one: repsFor(tMany - t1), many: repsFor(performance.now() - tMany) };
     const concurrent = { one: [], many: [], tokens: { one: [], many: [] } };
     for (let r = 0; r < rounds; ++r) {
       log(opts, `  concurrent (public API) round ${r + 1}/${rounds}`);
       const pair = [['one', 1], ['many', conc]];
       for (let i = 0; i < 2; ++i) {
         const [key, k] = pair[(i + r) % 2];
-        const res = await captions(k);
-        concurrent[key].push(res.tokensPerS);
-        concurrent.tokens[key].push(res.tokens);
+        for (const res of await block(() => captions(k), reps[key])) {
+          concurrent[key].push(res.tokensPerS);
+          concurrent.tokens[key].push(res.tokens);
+        }
       }
     }
     // Event-loop lag. Control: the same histogram on an idle loop (what the machine alone costs), then during
@@ -183,11 +204,14 @@ async function benchModel(opts, name, env) {
     await ours.call('encode');
     await torch.call('encode');
     if (bf16Ok) await oursBf16.call('encode');
+    const encReps = {};
+    for (const [k, fn] of encoders) encReps[k] = repsFor(await fn());  // a second warm-up call sizes the blocks
+    raw.oursParts.length = 0;
     for (let r = 0; r < R; ++r) {
       for (let i = 0; i < encoders.length; ++i) {
         const [k, fn] = encoders[(i + r) % encoders.length];
-        log(opts, `  encode round ${r + 1}/${R}: ${k}`);
-        raw.encode[k].push(await fn());
+        log(opts, `  encode round ${r + 1}/${R}: ${k} x${encReps[k]}`);
+        raw.encode[k].push(...(await block(fn, encReps[k])));
       }
     }
 
@@ -204,12 +228,14 @@ async function benchModel(opts, name, env) {
     }
 
     // End to end: encode + adapter + prefill + `tokens` greedy steps with the point head, ours vs torch.
+    const peers = [['ours', ours], ['torch', torch], ['bf16', oursBf16]].filter(([k]) => k !== 'bf16' || bf16Ok);
+    const e2eReps = {};
+    for (const [k, srv] of peers) e2eReps[k] = repsFor((await srv.call(`caption ${tokens}`)).ms);  // warm-up, sizes
     for (let r = 0; r < R; ++r) {
       log(opts, `  caption round ${r + 1}/${R}`);
-      const peers = [['ours', ours], ['torch', torch], ['bf16', oursBf16]].filter(([k]) => k !== 'bf16' || bf16Ok);
       for (let i = 0; i < peers.length; ++i) {
         const [k, srv] = peers[(i + r) % peers.length];
-        raw.e2e[k].push((await srv.call(`caption ${tokens}`)).ms);
+        raw.e2e[k].push(...(await block(async () => (await srv.call(`caption ${tokens}`)).ms, e2eReps[k])));
       }
     }
 
