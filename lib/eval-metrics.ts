@@ -104,20 +104,25 @@ export interface PointInObjectCounts {
   mentions: number;
   /** Mentions that name no object in the scene (all their words are misses). */
   unmatched: number;
+  /** Scene objects that at least one mention names (size, colour, shape): the narrative's coverage. */
+  named: number;
 }
 
 /** pointInObject counts for one caption of one scene (see docs/cli.md). */
 export function pointInObjectCounts(words: Word[], objects: SceneObjectRef[], vocab: Vocabulary, width: number, height: number): PointInObjectCounts {
-  const counts: PointInObjectCounts = { words: 0, hits: 0, mentions: 0, unmatched: 0 };
+  const counts: PointInObjectCounts = { words: 0, hits: 0, mentions: 0, unmatched: 0, named: 0 };
+  const namedObjects = new Set<SceneObjectRef>();
   for (const m of findMentions(words, vocab)) {
     counts.mentions++;
     const named = objects.filter((o) => o.shape === m.shape && o.colour === m.colour && (m.size === undefined || o.size === m.size));
     if (named.length === 0) counts.unmatched++;
+    for (const o of named) namedObjects.add(o);
     for (const wi of m.words) {
       counts.words++;
       if (named.some((o) => pointInMask(words[wi].point, o.silhouette(), width, height))) counts.hits++;
     }
   }
+  counts.named = namedObjects.size;
   return counts;
 }
 

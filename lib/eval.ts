@@ -74,6 +74,8 @@ export interface EvalResult {
     pointWords: number;
     captionMentions: number;
     captionUnmatchedMentions: number;
+    /** Objects that some caption mention names (size, colour, shape), of `objects`: the narratives' coverage. */
+    captionObjectsNamed: number;
     captionTokens: number;
     denseDetections: number;
     denseTruePositives: number;
@@ -172,7 +174,7 @@ export async function evaluateScenes(model: PixelLLM, dir: string, manifest: Sce
   const referIoU: number[] = [];
   const masksIoU: number[] = [];
   const regionExact: boolean[] = [];
-  const point = { words: 0, hits: 0, mentions: 0, unmatched: 0 };
+  const point = { words: 0, hits: 0, mentions: 0, unmatched: 0, named: 0 };
   const dets: Detection[] = [];
   const gts: GroundTruth[] = [];
   const encodeMs: number[] = [];
@@ -202,6 +204,7 @@ export async function evaluateScenes(model: PixelLLM, dir: string, manifest: Sce
     point.hits += c.hits;
     point.mentions += c.mentions;
     point.unmatched += c.unmatched;
+    point.named += c.named;
     // Per object: referring box (+ mask), region caption.
     for (const [k, o] of scene.objects.entries()) {
       objects++;
@@ -241,6 +244,7 @@ export async function evaluateScenes(model: PixelLLM, dir: string, manifest: Sce
       pointWords: point.words,
       captionMentions: point.mentions,
       captionUnmatchedMentions: point.unmatched,
+      captionObjectsNamed: point.named,
       captionTokens,
       denseDetections: dets.length,
       denseTruePositives: tp.filter(Boolean).length,
@@ -256,7 +260,7 @@ export function formatEval(r: EvalResult): string {
   const rows: [string, string][] = [
     ['referAcc50', pct(r.referAcc50)],
     ['maskIoU', r.maskIoU === null ? 'n/a' : r.maskIoU.toFixed(3)],
-    ['pointInObject', `${pct(r.pointInObject)}  (${r.details.pointWords} words, ${r.details.captionUnmatchedMentions}/${r.details.captionMentions} mentions match no object)`],
+    ['pointInObject', `${pct(r.pointInObject)}  (${r.details.pointWords} words, ${r.details.captionUnmatchedMentions}/${r.details.captionMentions} mentions match no object; captions name ${r.details.captionObjectsNamed}/${r.objects} objects)`],
     ['regionCaptionExact', pct(r.regionCaptionExact)],
     ['denseAP50', r.denseAP50 === null ? 'n/a' : r.denseAP50.toFixed(3) + `  (${r.details.denseTruePositives}/${r.details.denseDetections} detections correct)`],
     ['tokensPerSecond', r.tokensPerSecond === null ? 'n/a' : r.tokensPerSecond.toFixed(1)],

@@ -63,7 +63,7 @@ describe('eval metrics', () => {
     assert.deepEqual(m.map((x) => x.words), [[4, 5, 6], [9, 10], [13, 14]]);
   });
 
-  it('pointInObject: every mention word scores, inside the silhouette of a named object; unnamed = misses', () => {
+  it('pointInObject: every mention word scores, inside the silhouette of a named object; unnamed = misses; coverage', () => {
     const W = 40;
     const H = 20;
     const disc = square(W, H, 0, 0, 15, 15); // a ring's silhouette: its hole is filled
@@ -81,7 +81,11 @@ describe('eval metrics', () => {
       { word: 'red', point: [30, 10] as Point },
       { word: 'circle', point: [30, 10] as Point }, // no red circle in the scene: 2 misses
     ];
-    assert.deepEqual(pointInObjectCounts(words, objects, VOCAB, W, H), { words: 7, hits: 4, mentions: 3, unmatched: 1 });
+    assert.deepEqual(pointInObjectCounts(words, objects, VOCAB, W, H), { words: 7, hits: 4, mentions: 3, unmatched: 1, named: 2 });
+    // the ring named again: one more mention, the same two objects named
+    const again = [...words, { word: 'red', point: [5, 5] as Point }, { word: 'ring', point: [5, 5] as Point }];
+    assert.deepEqual(pointInObjectCounts(again, objects, VOCAB, W, H), { words: 9, hits: 6, mentions: 4, unmatched: 1, named: 2 });
+    assert.equal(pointInObjectCounts(words.slice(0, 3), objects, VOCAB, W, H).named, 1);
   });
 
   it('matches detections by IoU >= 0.5 and exact caption, score-ranked, each object once', () => {
