@@ -200,10 +200,7 @@ async function benchModel(opts, name, env) {
       ['torch', async () => (await torch.call('encode')).ms],
       ['bf16', async () => (await oursBf16.call('encode')).ms],
     ].filter(([k]) => (k !== 'ort' || ort) && (k !== 'bf16' || bf16Ok));
-    if (ort) await ort.encode();  // session creation + warm-up, untimed
-    await ours.call('encode');
-    await torch.call('encode');
-    if (bf16Ok) await oursBf16.call('encode');
+    for (const [, fn] of encoders) await fn();  // session creation + warm-up, untimed
     const encReps = {};
     for (const [k, fn] of encoders) encReps[k] = repsFor(await fn());  // a second warm-up call sizes the blocks
     raw.oursParts.length = 0;

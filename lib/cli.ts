@@ -22,10 +22,11 @@ import { assertEnginesUsable, buildEngines, formatBuild, formatPlanCheck, inspec
 import type { PlanIdentity } from './engines';
 import { evaluate, formatEval } from './eval';
 import type { Mask } from './masks';
-import { PixelLLM } from './model';
+import { checkChoice, PixelLLM } from './model';
 import { progressBar } from './progress';
 import { captionItems, denseItems, referItems, render, segmentItems } from './render';
 import type { RenderItems } from './render';
+import { BACKENDS, PRECISIONS } from './types';
 import type { Backend, Box, CaptionResult, DecoderWeights, EncoderPrecision, LoadOptions, TokenEvent } from './types';
 
 export const COMMANDS = ['caption', 'describe', 'refer', 'segment', 'dense', 'eval', 'build-engines'] as const;
@@ -122,13 +123,13 @@ export function parseCli(argv: string[]): CliArgs {
   if (cmd === 'build-engines') return parseBuildEngines(values, image, rest);
   if (cmd !== 'eval' && !image) throw new InvalidArgumentError(`${cmd} needs an image`);
   const backend = values.backend as Backend;
-  if (!['auto', 'cpu', 'tensorrt'].includes(backend)) throw new InvalidArgumentError(`--backend must be auto, cpu or tensorrt`);
+  checkChoice('--backend', backend, BACKENDS);
   const threads = Number(values.threads);
   if (!Number.isInteger(threads) || threads < 0) throw new InvalidArgumentError('--threads must be a non-negative integer');
   const decoderWeights = values['decoder-weights'] as DecoderWeights;
-  if (!['fp32', 'bf16'].includes(decoderWeights)) throw new InvalidArgumentError('--decoder-weights must be fp32 or bf16');
+  checkChoice('--decoder-weights', decoderWeights, PRECISIONS);
   const encoderPrecision = values['encoder-precision'] as EncoderPrecision;
-  if (!['fp32', 'bf16'].includes(encoderPrecision)) throw new InvalidArgumentError('--encoder-precision must be fp32 or bf16');
+  checkChoice('--encoder-precision', encoderPrecision, PRECISIONS);
   const box = values.box === undefined ? undefined : parseBox(values.box);
   if ((cmd === 'describe' || cmd === 'segment') && !box) throw new InvalidArgumentError(`${cmd} needs --box x0,y0,x1,y1`);
   const expression = cmd === 'refer' ? rest.join(' ') : undefined;

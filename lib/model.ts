@@ -11,6 +11,7 @@ import { Mask } from './masks';
 import { loadNative, packageRoot } from './native';
 import type { NativeBox, NativeCancelToken, NativeFeatures, NativeGenerateResult, NativeModel, NativeTokenEvent } from './native';
 import { TextTokenizer } from './tokenizer';
+import { BACKENDS, PRECISIONS } from './types';
 import type { TokenTextStream } from './tokenizer';
 import type {
   Box,
@@ -57,7 +58,8 @@ export class EncodedImage {
   }
 }
 
-function checkChoice(name: string, value: unknown, choices: readonly string[]): void {
+/** Throws InvalidArgumentError unless `value` is one of `choices` (`name` says which option it was). */
+export function checkChoice(name: string, value: unknown, choices: readonly string[]): void {
   if (!choices.includes(value as string)) {
     throw new InvalidArgumentError(`${name} must be ${choices.map((c) => `'${c}'`).join(' | ')}, got ${String(value)}`);
   }
@@ -128,9 +130,9 @@ export class PixelLLM implements AsyncDisposable {
   static async load(dir: string = demoModelDir(), options: LoadOptions = {}): Promise<PixelLLM> {
     if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir must be a non-empty string');
     const { backend = 'auto', threads = 0, decoderWeights = 'fp32', encoderPrecision = 'fp32' } = options;
-    checkChoice('backend', backend, ['auto', 'cpu', 'tensorrt']);
-    checkChoice('decoderWeights', decoderWeights, ['fp32', 'bf16']);
-    checkChoice('encoderPrecision', encoderPrecision, ['fp32', 'bf16']);
+    checkChoice('backend', backend, BACKENDS);
+    checkChoice('decoderWeights', decoderWeights, PRECISIONS);
+    checkChoice('encoderPrecision', encoderPrecision, PRECISIONS);
     checkOptionalInt('threads', threads, 0, 1024);
     const abs = path.resolve(dir);
     if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new ModelNotFoundError(`model directory not found: ${abs}`);

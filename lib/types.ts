@@ -2,7 +2,11 @@
 import type { Sharp } from 'sharp';
 import type { Mask } from './masks';
 
-export type Backend = 'auto' | 'cpu' | 'tensorrt';
+/** The values LoadOptions accepts (the addon checks the same lists). */
+export const BACKENDS = ['auto', 'cpu', 'tensorrt'] as const;
+export const PRECISIONS = ['fp32', 'bf16'] as const;
+
+export type Backend = (typeof BACKENDS)[number];
 
 export interface LoadOptions {
   /** 'auto' (default): TensorRT when engines for this GPU exist, else CPU. */
@@ -24,8 +28,8 @@ export interface LoadOptions {
   encoderPrecision?: EncoderPrecision;
 }
 
-export type DecoderWeights = 'fp32' | 'bf16';
-export type EncoderPrecision = 'fp32' | 'bf16';
+export type DecoderWeights = (typeof PRECISIONS)[number];
+export type EncoderPrecision = (typeof PRECISIONS)[number];
 
 /** [x0, y0, x1, y1] in pixels. */
 export type Box = [x0: number, y0: number, x1: number, y1: number];

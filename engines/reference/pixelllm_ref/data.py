@@ -229,9 +229,9 @@ def batches(seed: int, batch_size: int, cfg: DataConfig = DataConfig(), start_st
         step += 1
 
 
-def to_torch(batch: dict) -> dict:
-    """numpy batch -> torch tensors (strings and ints left as they are)."""
+def to_torch(batch: dict, device=None) -> dict:
+    """numpy batch -> torch tensors (strings and ints left as they are), on `device` when given."""
     import torch
 
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
-            for k, v in batch.items()}
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) if isinstance(v, np.ndarray)
+            else v for k, v in batch.items()}

@@ -50,6 +50,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import queue as queue_lib
 import time
 from pathlib import Path
 
@@ -309,8 +310,6 @@ def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int, str
     """Producer process. data.example renders the same scene once per task; the layout (the costly part) is
     memoised here by patching scenes.make_layout in THIS process only."""
     scenes.make_layout = functools.lru_cache(maxsize=64)(scenes.make_layout)
-    import queue as queue_lib
-
     tc, dc = TrainConfig(**tc_dict), data.DataConfig(**dc_dict)
     parent = os.getppid()
     make = make_vision_batch if tc.stage == "vision" else make_step_batch
@@ -347,8 +346,6 @@ class Prefetcher:
     def get(self, step: int) -> dict:
         if not self.procs:
             return (make_vision_batch if self.tc.stage == "vision" else make_step_batch)(self.tc, self.dc, step)
-        import queue as queue_lib
-
         k = (step - self.start) % len(self.procs)
         deadline = time.time() + 600
         while True:
@@ -835,8 +832,7 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
         model.prompt_encoder.shared_embedding.positional_embedding.requires_grad_(False)
         add_training_modules(model, tc)
         model.load_state_dict(ck["model"])
-        opt = make_optimizer(model, tc)
-        opt.load_state_dict(ck["optimizer"])
+        opt_state = ck["optimizer"]
         step, elapsed, examples = ck["step"], ck["elapsed"], ck["examples"]
     else:
         cfg = cfg if cfg is not None else json.loads(Path(cfg_path).read_text())
@@ -852,7 +848,7 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
             bad = [k for k in missing + unexpected if not k.startswith(TRAINING_ONLY)]
             if bad:
                 raise ValueError(f"--init-from {init_from}: tensors differ: {bad[:5]}")
-        opt = make_optimizer(model, tc)
+        opt_state = None
         step, elapsed, examples = 0, 0.0, 0
         log.write(json.dumps({"event": "start", "train_config": dataclasses.asdict(tc),
                               "params": sum(p.numel() for p in model.parameters()),
@@ -861,10 +857,9 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"TrainConfig.device {tc.device!r}: this torch ({torch.__version__}) sees no CUDA device")
     model.to(device)
-    for st in opt.state.values():  # a resumed optimizer's moments follow their parameters
-        for k, v in st.items():
-            if torch.is_tensor(v) and v.dim() > 0:
-                st[k] = v.to(device)
+    opt = make_optimizer(model, tc)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)  # torch puts the moments on their parameters' device
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -891,8 +886,7 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
     try:
         while step < last and elapsed < tc.minutes * 60:
             t_step = time.time()
-            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-                     for k, v in data.to_torch(pre.get(step)).items()}
+            batch = data.to_torch(pre.get(step), device)
             for g in opt.param_groups:
                 frozen = g is opt.param_groups[1] and step < tc.adapter_freeze
                 g["lr"] = 0.0 if frozen else lr_at(tc, step, elapsed) * g["lr_mult"]

@@ -2,24 +2,26 @@
 // the KV-cache append, the key-bias / position update, the greedy pick and the beam row gather, each at the shapes
 // of the demo, official-bert and T5 heads, and the claim the decode loop rests on: one CUDA graph captured once
 // replays every step (the position lives in device memory and advances on the device).
+// The cases use the native tests' harness (tests/test.h: TEST, CHECK*, Rng; main in tests/test_main.cc).
 //   scripts/check-cuda-kernels.sh --run      (builds this with nvcc and runs it; "SKIPPED" without a GPU)
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <random>
+#include <string>
 #include <vector>
 
 #include <cuda_runtime_api.h>
 
 #include "runtime/tensorrt/kernels.h"
+#include "tests/test.h"
 
 namespace trt = pixelllm::runtime::trt;
+using pixelllm::test::Rng;
 
 namespace {
 
-int g_failures = 0;
-
+// A CUDA call that fails ends the program: nothing after it can be trusted (no GPU, a broken driver, a bad launch).
 #define CHECK_CUDA(x)                                                                                   \
   do {                                                                                                  \
     const cudaError_t e_ = (x);                                                                         \
@@ -29,16 +31,10 @@ int g_failures = 0;
     }                                                                                                   \
   } while (0)
 
-#define EXPECT(cond, ...)                                                                               \
-  do {                                                                                                  \
-    if (!(cond)) {                                                                                      \
-      if (g_failures++ < 20) {                                                                          \
-        std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                       \
-        std::fprintf(stderr, __VA_ARGS__);                                                              \
-        std::fprintf(stderr, "\n");                                                                     \
-      }                                                                                                 \
-    }                                                                                                   \
-  } while (0)
+// `wrong` values differ from the reference in the case `what` (one report per case, not per value).
+void check_none_wrong(int64_t wrong, const std::string& what) {
+  if (wrong != 0) pixelllm::test::report(__FILE__, __LINE__, what + ": " + std::to_string(wrong) + " wrong");
+}
 
 template <typename T>
 T* to_device(const std::vector<T>& h) {
@@ -55,23 +51,16 @@ std::vector<T> to_host(const T* d, size_t n) {
   return h;
 }
 
-std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo = -4.f, float hi = 4.f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
 // The caches of `layers` layers (key, value each), the step's rows, one append at base + position.
 void test_kv_append(int layers, int rows, int heads, int head_dim, int capacity, int base, int64_t position,
-                    std::mt19937& rng) {
+                    Rng& rng) {
   const size_t step_n = static_cast<size_t>(rows) * heads * head_dim;
   const size_t cache_n = static_cast<size_t>(rows) * heads * capacity * head_dim;
   std::vector<std::vector<float>> src(layers * 2), cache(layers * 2);
   std::vector<float*> d_src(layers * 2), d_dst(layers * 2);
   for (int t = 0; t < layers * 2; ++t) {
-    src[t] = random_floats(step_n, rng);
-    cache[t] = random_floats(cache_n, rng, 100.f, 200.f);  // the old contents: must survive outside the slot
+    src[t] = rng.vec(step_n, -4.f, 4.f);
+    cache[t] = rng.vec(cache_n, 100.f, 200.f);  // the old contents: must survive outside the slot
     d_src[t] = to_device(src[t]);
     d_dst[t] = to_device(cache[t]);
   }
@@ -92,15 +81,16 @@ void test_kv_append(int layers, int rows, int heads, int head_dim, int capacity,
     CHECK_CUDA(cudaFree(d_src[t]));
     CHECK_CUDA(cudaFree(d_dst[t]));
   }
-  EXPECT(wrong == 0, "kv_append layers=%d rows=%d heads=%d head_dim=%d capacity=%d base=%d position=%lld: %lld wrong",
-         layers, rows, heads, head_dim, capacity, base, static_cast<long long>(position), static_cast<long long>(wrong));
+  check_none_wrong(wrong, "kv_append layers=" + std::to_string(layers) + " rows=" + std::to_string(rows) + " heads=" +
+                              std::to_string(heads) + " head_dim=" + std::to_string(head_dim) + " position=" +
+                              std::to_string(position));
   CHECK_CUDA(cudaFree(const_cast<const float**>(dp_src)));
   CHECK_CUDA(cudaFree(const_cast<float**>(dp_dst)));
   CHECK_CUDA(cudaFree(d_pos));
 }
 
-void test_key_bias(int rows, int capacity, int base, int64_t position, bool t5_rule, bool after, std::mt19937& rng) {
-  std::vector<float> bias = random_floats(static_cast<size_t>(rows) * capacity, rng, -3.f, -1.f);
+void test_key_bias(int rows, int capacity, int base, int64_t position, bool t5_rule, bool after, Rng& rng) {
+  std::vector<float> bias = rng.vec(static_cast<size_t>(rows) * capacity, -3.f, -1.f);
   std::vector<int64_t> tokens(rows), position_rows(rows, -7);
   for (int r = 0; r < rows; ++r) tokens[r] = (r % 3 == 0) ? 0 : 5 + r;
   float* d_bias = to_device(bias);
@@ -123,21 +113,19 @@ void test_key_bias(int rows, int capacity, int base, int64_t position, bool t5_r
   const auto got = to_host(d_bias, want.size());
   int64_t wrong = 0;
   for (size_t i = 0; i < want.size(); ++i) wrong += got[i] != want[i];
-  EXPECT(wrong == 0, "key_bias rows=%d t5=%d after=%d: %lld bias values wrong", rows, t5_rule, after,
-         static_cast<long long>(wrong));
-  EXPECT(to_host(d_rows, rows) == want_rows, "key_bias rows=%d after=%d: position_rows wrong", rows, after);
-  const int64_t pos = to_host(d_pos, 1)[0];
-  EXPECT(pos == position + (after ? 1 : 0), "key_bias after=%d: position %lld, want %lld", after,
-         static_cast<long long>(pos), static_cast<long long>(position + (after ? 1 : 0)));
+  check_none_wrong(wrong, "key_bias bias values, rows=" + std::to_string(rows) + " t5=" + std::to_string(t5_rule) +
+                              " after=" + std::to_string(after));
+  CHECK(to_host(d_rows, rows) == want_rows);
+  CHECK_EQ(to_host(d_pos, 1)[0], position + (after ? 1 : 0));
   CHECK_CUDA(cudaFree(d_bias));
   CHECK_CUDA(cudaFree(d_tokens));
   CHECK_CUDA(cudaFree(d_pos));
   CHECK_CUDA(cudaFree(d_rows));
 }
 
-void test_greedy(int rows, int vocab, std::mt19937& rng) {
+void test_greedy(int rows, int vocab, Rng& rng) {
   const int32_t eos = 3;
-  std::vector<float> logits = random_floats(static_cast<size_t>(rows) * vocab, rng);
+  std::vector<float> logits = rng.vec(static_cast<size_t>(rows) * vocab, -4.f, 4.f);
   std::vector<int64_t> tokens(rows);
   std::vector<uint8_t> finished(rows, 0);
   for (int r = 0; r < rows; ++r) {
@@ -176,11 +164,9 @@ void test_greedy(int rows, int vocab, std::mt19937& rng) {
       want_lp = -std::log(sum);
       want_fin = best == eos;
     }
-    EXPECT(got_tok[r] == want_tok, "greedy vocab=%d row %d: token %lld, want %lld", vocab, r,
-           static_cast<long long>(got_tok[r]), static_cast<long long>(want_tok));
-    EXPECT(got_fin[r] == want_fin, "greedy vocab=%d row %d: finished %d, want %d", vocab, r, got_fin[r], want_fin);
-    EXPECT(std::fabs(got_lp[r] - want_lp) <= 1e-5 * (1 + std::fabs(want_lp)), "greedy vocab=%d row %d: log-prob %.7g, want %.7g",
-           vocab, r, got_lp[r], want_lp);
+    CHECK_EQ(got_tok[r], want_tok);
+    CHECK_EQ(int(got_fin[r]), int(want_fin));
+    CHECK_NEAR(got_lp[r], want_lp, 1e-5 * (1 + std::fabs(want_lp)));
   }
   CHECK_CUDA(cudaFree(d_logits));
   CHECK_CUDA(cudaFree(d_tokens));
@@ -188,8 +174,8 @@ void test_greedy(int rows, int vocab, std::mt19937& rng) {
   CHECK_CUDA(cudaFree(d_lp));
 }
 
-void test_gather(int rows, int64_t row_elems, std::mt19937& rng) {
-  const auto src = random_floats(static_cast<size_t>(rows) * row_elems, rng);
+void test_gather(int rows, int64_t row_elems, Rng& rng) {
+  const auto src = rng.vec(static_cast<size_t>(rows) * row_elems, -4.f, 4.f);
   std::vector<int32_t> parents(rows);
   for (int r = 0; r < rows; ++r) parents[r] = static_cast<int32_t>((r * 7 + 3) % rows / 2);  // repeats, skips
   float* d_src = to_device(src);
@@ -202,8 +188,7 @@ void test_gather(int rows, int64_t row_elems, std::mt19937& rng) {
   int64_t wrong = 0;
   for (int r = 0; r < rows; ++r)
     for (int64_t i = 0; i < row_elems; ++i) wrong += got[r * row_elems + i] != src[parents[r] * row_elems + i];
-  EXPECT(wrong == 0, "gather rows=%d row_elems=%lld: %lld wrong", rows, static_cast<long long>(row_elems),
-         static_cast<long long>(wrong));
+  check_none_wrong(wrong, "gather rows=" + std::to_string(rows) + " row_elems=" + std::to_string(row_elems));
   CHECK_CUDA(cudaFree(d_src));
   CHECK_CUDA(cudaFree(d_dst));
   CHECK_CUDA(cudaFree(d_par));
@@ -238,8 +223,7 @@ void test_graph_replay(int steps) {
   CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
   for (int s = 0; s < steps; ++s) CHECK_CUDA(cudaGraphLaunch(exec, stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));
-  EXPECT(to_host(d_pos, 1)[0] == steps, "graph replay: position %lld after %d replays",
-         static_cast<long long>(to_host(d_pos, 1)[0]), steps);
+  CHECK_EQ(to_host(d_pos, 1)[0], int64_t{steps});
   const auto bias = to_host(d_bias, static_cast<size_t>(rows) * capacity);
   const auto cache = to_host(d_dst[3], cache_n);  // layer 1 value
   int64_t wrong = 0;
@@ -253,47 +237,56 @@ void test_graph_replay(int steps) {
           wrong += v != (written ? static_cast<float>(3 * 1000 + (r * heads + h) * head_dim + d) : -1.f);
         }
     }
-  EXPECT(wrong == 0, "graph replay: %lld cache / bias values wrong after %d replays", static_cast<long long>(wrong),
-         steps);
+  check_none_wrong(wrong, "graph replay: cache / bias values after " + std::to_string(steps) + " replays");
   CHECK_CUDA(cudaGraphExecDestroy(exec));
   CHECK_CUDA(cudaGraphDestroy(graph));
   CHECK_CUDA(cudaStreamDestroy(stream));
 }
 
+void print_device() {
+  static const bool once = [] {
+    cudaDeviceProp prop{};
+    CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+    std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+    return true;
+  }();
+  (void)once;
+}
+
 }  // namespace
 
-int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("SKIPPED: no CUDA device\n");
-    return 0;
-  }
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-  std::mt19937 rng(1234);
-  // demo GIT (3 layers, 8 heads x 32), official-bert GIT (6 x 12 x 64), T5-ish (8 x 8 x 64), beams and batches
+// demo GIT (3 layers, 8 heads x 32), official-bert GIT (6 x 12 x 64), T5-ish (8 x 8 x 64), beams and batches
+TEST(cuda_kv_append) {
+  print_device();
+  Rng rng(1);
   test_kv_append(3, 1, 8, 32, 160, 64, 0, rng);
   test_kv_append(3, 8, 8, 32, 160, 64, 95, rng);
   test_kv_append(6, 4, 12, 64, 700, 577, 40, rng);
   test_kv_append(8, 5, 8, 64, 128, 0, 127, rng);
+}
+
+TEST(cuda_key_bias_update) {
+  Rng rng(2);
   for (bool t5 : {false, true})
     for (bool after : {false, true}) {
       test_key_bias(1, 160, 64, 0, t5, after, rng);
       test_key_bias(7, 160, 64, 13, t5, after, rng);
       test_key_bias(300, 40, 8, 31, t5, after, rng);  // more rows than the 128 threads
     }
+}
+
+TEST(cuda_greedy_pick) {
+  Rng rng(3);
   for (int vocab : {140, 30522, 32128}) {
     test_greedy(1, vocab, rng);
     test_greedy(37, vocab, rng);
   }
+}
+
+TEST(cuda_gather_rows) {
+  Rng rng(4);
   test_gather(5, 1, rng);
   test_gather(8, 12 * 700 * 64, rng);
-  test_graph_replay(5);
-  if (g_failures) {
-    std::printf("FAILED: %d check(s)\n", g_failures);
-    return 1;
-  }
-  std::printf("OK: CUDA kernels equal their references\n");
-  return 0;
 }
+
+TEST(cuda_graph_replays_decode_steps) { test_graph_replay(5); }
