@@ -18,10 +18,9 @@ double ms_since(Clock::time_point t0) {
 
 BenchModel::BenchModel(const std::string& dir, int threads, cpu::WeightFormat decoder_weights,
                        cpu::WeightFormat encoder_weights)
-    : pool_(threads), decoder_weights_(decoder_weights) {
+    : pool_(cpu::blas_set_threads(threads > 0 ? threads : core::default_thread_count())), decoder_weights_(decoder_weights) {
   config_ = core::parse_json_file(dir + "/config.json");
   weights_ = core::SafeTensors::open(dir + "/model.safetensors");
-  cpu::blas_set_threads(pool_.size());
   core::JsonReader top(config_, "config.json");
   PIXELLLM_CHECK(top.get_string("text_decoder", 64) == "git_decoder", ConfigMismatch,
                  "bench: only the git_decoder head is benchmarked");
@@ -55,19 +54,19 @@ std::vector<uint8_t> BenchModel::test_image() const {
 
 std::vector<float> BenchModel::encode(const uint8_t* rgb, Timing* t) {
   const int s = image_size_;
-  core::AlignedVector<float> sam_in(size_t(s) * s * 3), eva_in(size_t(s) * s * 3);
-  std::vector<float> sam_out(size_t(sam_->output_size())), eva_out(size_t(eva_->output_size()));
+  core::ScratchVector<float> sam_in(size_t(s) * s * 3), eva_in(size_t(s) * s * 3);
+  core::ScratchVector<float> sam_out(size_t(sam_->output_size())), eva_out(size_t(eva_->output_size()));
   std::vector<float> fused(size_t(fusion_->output_floats()));
   std::lock_guard<std::mutex> lock(compute_);
   auto t0 = Clock::now();
-  model::normalize_image(rgb, s, s, s, sam_->config().pixels, sam_in.data(), &pool_);
-  model::normalize_image(rgb, s, s, s, eva_->config().pixels, eva_in.data(), &pool_);
+  model::normalize_image(rgb, s, s, s, sam_->config().pixels, sam_in.data(), pool_.get());
+  model::normalize_image(rgb, s, s, s, eva_->config().pixels, eva_in.data(), pool_.get());
   auto t1 = Clock::now();
-  sam_->forward(sam_in.data(), sam_out.data(), &pool_);
+  sam_->forward(sam_in.data(), sam_out.data(), pool_.get());
   auto t2 = Clock::now();
-  eva_->forward(eva_in.data(), eva_out.data(), &pool_);
+  eva_->forward(eva_in.data(), eva_out.data(), pool_.get());
   auto t3 = Clock::now();
-  fusion_->forward(eva_out.data(), sam_out.data(), fused.data(), &pool_);
+  fusion_->forward(eva_out.data(), sam_out.data(), fused.data(), pool_.get());
   if (t) {
     t->normalize = std::chrono::duration<double, std::milli>(t1 - t0).count();
     t->sam = std::chrono::duration<double, std::milli>(t2 - t1).count();
@@ -82,7 +81,7 @@ std::vector<float> BenchModel::visual_tokens(const float* features) {
   const float box[4] = {0.f, 0.f, float(image_size_), float(image_size_)};
   std::vector<float> out(size_t(n_visual_) * visual_dim_);
   std::lock_guard<std::mutex> lock(compute_);
-  prompt_adapter_->visual_tokens(*prompt_encoder_, features, g, g, box, 1, out.data(), &pool_);
+  prompt_adapter_->visual_tokens(*prompt_encoder_, features, g, g, box, 1, out.data(), pool_.get());
   return out;
 }
 

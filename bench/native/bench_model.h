@@ -42,7 +42,7 @@ class BenchModel {
   int visual_dim() const { return visual_dim_; }
   int max_positions() const { return decoder_->config().max_positions; }
   const model::GitDecoder& decoder() const { return *decoder_; }
-  core::ThreadPool& pool() { return pool_; }
+  core::ThreadPool& pool() { return *pool_; }
   std::mutex& compute() { return compute_; }
 
   // Synthetic 0..255 canvas (deterministic), the whole canvas valid.
@@ -71,7 +71,7 @@ class BenchModel {
  private:
   core::Json config_;
   std::shared_ptr<core::SafeTensors> weights_;
-  core::ThreadPool pool_;
+  std::shared_ptr<core::ThreadPool> pool_;  // the GEMM pool (cpu::blas_set_threads): kernels and products share it
   std::mutex compute_;
   int image_size_ = 0, n_visual_ = 0, visual_dim_ = 0;
   int32_t bos_ = 0, eos_ = 0;

@@ -124,33 +124,57 @@ PIXELLLM_SIMD_CLONES void scores_packed(const float* q, int64_t ldq, int64_t nq,
 }
 
 // Row i of S (length n, room for n rounded up to 16): scale, biases and the causal mask applied in place, then
-// replaced by exp(s - max); returns 1 / sum (0 when every key is masked: the row of P is then all zero).
+// replaced by exp(s - max); returns 1 / sum (0 when every key is masked: the row of P is then all zero). Two passes
+// over the row: scale + dense bias + running max (the decomposed rel-pos bias, whose key grid rows need not be
+// whole vectors, is added row by row first), then exp and sum.
 PIXELLLM_SIMD_CLONES float softmax_row(const AttentionArgs& a, int64_t h, int64_t qi, int64_t n, float* s) {
   const float scale = a.scale;
-  for (int64_t j = 0; j < n; ++j) s[j] *= scale;
-  if (a.bias.data) {
-    const float* br = a.bias.data + h * a.bias.head_stride + qi * a.bias.ld;
-    for (int64_t j = 0; j < n; ++j) s[j] += br[j];
-  }
+  int64_t end = n;
+  if (a.causal) end = std::clamp<int64_t>(qi + a.causal_offset + 1, 0, n);
+  const int64_t n16 = round_up(n, 16);
+  const float* br = a.bias.data ? a.bias.data + h * a.bias.head_stride + qi * a.bias.ld : nullptr;
   if (a.bias.rel_h) {
+    // s = scale * s (+ dense) + (rel_h + rel_w): the same additions, in the same order, as separate passes.
     const int64_t kh = a.bias.k_h, kw = a.bias.k_w;
     const float* rh = a.bias.rel_h + (h * a.q_len + qi) * kh;
     const float* rw = a.bias.rel_w + (h * a.q_len + qi) * kw;
     for (int64_t y = 0; y < kh; ++y) {
       float* sr = s + y * kw;
+      const float* bb = br ? br + y * kw : nullptr;
       const float hy = rh[y];
-      for (int64_t x = 0; x < kw; ++x) sr[x] += hy + rw[x];
+      if (bb)
+        for (int64_t x = 0; x < kw; ++x) sr[x] = (sr[x] * scale + bb[x]) + (hy + rw[x]);
+      else
+        for (int64_t x = 0; x < kw; ++x) sr[x] = sr[x] * scale + (hy + rw[x]);
     }
   }
-  int64_t end = n;
-  if (a.causal) end = std::clamp<int64_t>(qi + a.causal_offset + 1, 0, n);
-  const int64_t n16 = round_up(n, 16);
   for (int64_t j = end; j < n16; ++j) s[j] = kNegInf;
-  vf m, x;
+  vf m, x, b, sc;
   simd::splat(m, kNegInf);
-  for (int64_t j = 0; j < n16; j += 16) {
-    simd::load(x, s + j);
-    simd::select(m, x > m, x, m);
+  simd::splat(sc, scale);
+  const int64_t full = end / 16 * 16;
+  if (a.bias.rel_h) {  // already scaled and biased
+    for (int64_t j = 0; j < n16; j += 16) {
+      simd::load(x, s + j);
+      simd::select(m, x > m, x, m);
+    }
+  } else {
+    int64_t j = 0;
+    for (; j < full; j += 16) {
+      simd::load(x, s + j);
+      x *= sc;
+      if (br) {
+        simd::load(b, br + j);
+        x += b;
+      }
+      simd::store(s + j, x);
+      simd::select(m, x > m, x, m);
+    }
+    for (int64_t k = j; k < end; ++k) s[k] = br ? s[k] * scale + br[k] : s[k] * scale;
+    for (; j < n16; j += 16) {
+      simd::load(x, s + j);
+      simd::select(m, x > m, x, m);
+    }
   }
   const float mx = simd::hmax(m);
   if (mx == kNegInf) {

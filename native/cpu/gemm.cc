@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,6 +36,7 @@ int to_blas_int(int64_t v, const char* what) {
 // single-threaded for 768x2304 on a loaded 2-core VM).
 std::mutex g_mu;
 std::shared_ptr<core::ThreadPool> g_pool;  // null: OpenBLAS threading as configured (no blas_set_threads call)
+std::map<int, std::weak_ptr<core::ThreadPool>> g_pools;  // every pool made, by thread count, while someone holds it
 int g_threads = 0;
 // Up to this many rows a linear layer runs as matrix-vector products over cache-sized weight blocks.
 constexpr int64_t kGemvRows = 16;
@@ -47,13 +49,22 @@ void raw_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, con
 
 }  // namespace
 
-void blas_set_threads(int threads) {
+std::shared_ptr<core::ThreadPool> blas_set_threads(int threads) {
   threads = std::max(1, threads);
   std::lock_guard<std::mutex> lock(g_mu);
   openblas_set_num_threads(1);
-  if (threads == g_threads) return;
-  g_pool = threads > 1 ? std::make_shared<core::ThreadPool>(threads) : nullptr;  // in-flight users keep the old
-  g_threads = threads;
+  if (threads != g_threads) {
+    // A pool of this size that a backend still holds is taken back (its kernels already run on it), so switching
+    // the count and back does not leave that backend with two pools. In-flight users keep the old one.
+    g_pool = nullptr;
+    if (threads > 1) {
+      std::weak_ptr<core::ThreadPool>& kept = g_pools[threads];
+      g_pool = kept.lock();
+      if (!g_pool) kept = g_pool = std::make_shared<core::ThreadPool>(threads);
+    }
+    g_threads = threads;
+  }
+  return g_pool ? g_pool : std::make_shared<core::ThreadPool>(1);
 }
 
 std::shared_ptr<core::ThreadPool> blas_pool() {

@@ -18,7 +18,11 @@ namespace pixelllm::cpu {
 // Products under ~4 MFLOP run on the calling thread, except one-row products (a decode step) with >= 2 MiB of
 // weight, which are split too (linear() below). Without a call, OpenBLAS
 // threads itself as configured by its environment.
-void blas_set_threads(int threads);
+// Returns the pool the products now run on (a 1-thread pool, no workers, when threads == 1): callers run their
+// kernels' parallel_for on it too (the CPU backend, the bench), so one set of N - 1 workers serves GEMMs and kernels.
+// With a kernel pool of its own beside this one, each pool's idle worker polled while the other pool computed: three
+// threads on two cores, and ~10 % of a demo encode's samples in sched_yield (perf; the encode 9.2 -> 8.x ms shared).
+std::shared_ptr<core::ThreadPool> blas_set_threads(int threads);
 int blas_threads();
 // Splitting policy shared by every product on the GEMM pool: split when the product has at least this many flops,
 // or (one row / decode steps: memory-bound) at least this many bytes of weight (a 768 x 768 weight is 2.25 MiB,

@@ -27,7 +27,7 @@ namespace {
 // (bfloat16, widened exactly by simd::load).
 template <int K, int R, typename T>
 PIXELLLM_SIMD_INLINE void panels_rows(const T* p, int64_t in, const float* x, int64_t ldx, float* y, int64_t ldy,
-                                      int valid) {
+                                      int valid, const float* bias, bool add_y) {
   vf acc[K][R];
   for (int k = 0; k < K; ++k)
     for (int r = 0; r < R; ++r) acc[k][r] = vf{};
@@ -40,16 +40,26 @@ PIXELLLM_SIMD_INLINE void panels_rows(const T* p, int64_t in, const float* x, in
       for (int k = 0; k < K; ++k) acc[k][r] += w[k] * xv;
     }
   }
+  // y = start + products, start = y + bias, y, bias or 0 (the values linear_output_start would have written).
   for (int r = 0; r < R; ++r)
     for (int k = 0; k < K; ++k) {
       float* yr = y + r * ldy + k * kLanes;
+      const float* br = bias ? bias + k * kLanes : nullptr;
       if (k + 1 < K || valid == kLanes) {
-        vf t;
-        load(t, yr);
+        vf t = {}, b;
+        if (add_y) load(t, yr);
+        if (br) {
+          load(b, br);
+          t = add_y ? t + b : b;
+        }
         t += acc[k][r];
         store(yr, t);
       } else {
-        for (int l = 0; l < valid; ++l) yr[l] += acc[k][r][l];
+        for (int l = 0; l < valid; ++l) {
+          float t = add_y ? yr[l] : 0.f;
+          if (br) t = add_y ? t + br[l] : br[l];
+          yr[l] = t + acc[k][r][l];
+        }
       }
     }
 }
@@ -57,17 +67,19 @@ PIXELLLM_SIMD_INLINE void panels_rows(const T* p, int64_t in, const float* x, in
 // Rows in blocks of 8 / 4 / 1 against K panels.
 template <int K, typename T>
 PIXELLLM_SIMD_INLINE void panels_all_rows(const T* p, int64_t in, const float* x, int64_t ldx, int64_t rows,
-                                          float* y, int64_t ldy, int valid) {
+                                          float* y, int64_t ldy, int valid, const float* bias, bool add_y) {
   int64_t r = 0;
-  for (; r + 8 <= rows; r += 8) panels_rows<K, 8>(p, in, x + r * ldx, ldx, y + r * ldy, ldy, valid);
-  for (; r + 4 <= rows; r += 4) panels_rows<K, 4>(p, in, x + r * ldx, ldx, y + r * ldy, ldy, valid);
-  for (; r < rows; ++r) panels_rows<K, 1>(p, in, x + r * ldx, ldx, y + r * ldy, ldy, valid);
+  for (; r + 8 <= rows; r += 8) panels_rows<K, 8>(p, in, x + r * ldx, ldx, y + r * ldy, ldy, valid, bias, add_y);
+  for (; r + 4 <= rows; r += 4) panels_rows<K, 4>(p, in, x + r * ldx, ldx, y + r * ldy, ldy, valid, bias, add_y);
+  for (; r < rows; ++r) panels_rows<K, 1>(p, in, x + r * ldx, ldx, y + r * ldy, ldy, valid, bias, add_y);
 }
 
-// Panels [p0, p1) of w for all rows. One row takes 4 panels at a time (4 independent FMA chains), more rows 2.
+// Panels [p0, p1) of w for all rows: y = (add_y ? y : 0) + bias (when given) + x W^T. One row takes 4 panels at a
+// time (4 independent FMA chains), more rows 2.
 template <typename T>
 PIXELLLM_SIMD_INLINE void panel_range(const T* w, int64_t in, int64_t out, int64_t p0, int64_t p1, const float* x,
-                                      int64_t ldx, int64_t rows, float* y, int64_t ldy) {
+                                      int64_t ldx, int64_t rows, float* y, int64_t ldy, const float* bias,
+                                      bool add_y) {
   const int64_t last = (out + kLanes - 1) / kLanes - 1;
   const int tail = static_cast<int>(out - last * kLanes);
   const int64_t step = rows == 1 ? 4 : 2;
@@ -75,23 +87,27 @@ PIXELLLM_SIMD_INLINE void panel_range(const T* w, int64_t in, int64_t out, int64
   for (; p + step <= p1; p += step) {
     const T* pp = w + p * in * kLanes;
     const int valid = p + step - 1 == last ? tail : kLanes;
+    const float* b = bias ? bias + p * kLanes : nullptr;
     if (step == 4)
-      panels_all_rows<4>(pp, in, x, ldx, rows, y + p * kLanes, ldy, valid);
+      panels_all_rows<4>(pp, in, x, ldx, rows, y + p * kLanes, ldy, valid, b, add_y);
     else
-      panels_all_rows<2>(pp, in, x, ldx, rows, y + p * kLanes, ldy, valid);
+      panels_all_rows<2>(pp, in, x, ldx, rows, y + p * kLanes, ldy, valid, b, add_y);
   }
   for (; p < p1; ++p)
-    panels_all_rows<1>(w + p * in * kLanes, in, x, ldx, rows, y + p * kLanes, ldy, p == last ? tail : kLanes);
+    panels_all_rows<1>(w + p * in * kLanes, in, x, ldx, rows, y + p * kLanes, ldy, p == last ? tail : kLanes,
+                       bias ? bias + p * kLanes : nullptr, add_y);
 }
 
 // The compiled (cloned) kernels of each weight format.
 PIXELLLM_SIMD_CLONES void panel_range_f32(const float* w, int64_t in, int64_t out, int64_t p0, int64_t p1,
-                                          const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy) {
-  panel_range(w, in, out, p0, p1, x, ldx, rows, y, ldy);
+                                          const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy,
+                                          const float* bias, bool add_y) {
+  panel_range(w, in, out, p0, p1, x, ldx, rows, y, ldy, bias, add_y);
 }
 PIXELLLM_SIMD_CLONES void panel_range_bf16(const uint16_t* w, int64_t in, int64_t out, int64_t p0, int64_t p1,
-                                           const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy) {
-  panel_range(w, in, out, p0, p1, x, ldx, rows, y, ldy);
+                                           const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy,
+                                           const float* bias, bool add_y) {
+  panel_range(w, in, out, p0, p1, x, ldx, rows, y, ldy, bias, add_y);
 }
 
 #ifdef PIXELLLM_HAVE_BF16_DOT
@@ -192,9 +208,15 @@ void scatter_panels(const float* w, int64_t out, int64_t in, int64_t cols, T* d,
 }
 
 // x2: the rows as bfloat16 pairs (bf16_dot only, dense: (in + 1) / 2 pairs per row).
+// Panels [p0, p1) for every row, with the outputs' start (bias, y + bias, y or zero; linear_output_start) for those
+// columns: the f32 / bf16 kernels apply it as they store (as a serial pass before the split it was ~5 % of a demo
+// encode: a 257 x 682 bias copy on the calling thread; per chunk before the kernels, ~3 %), bf16_dot writes it
+// first and adds.
 void run_panels(const PackedWeight& w, int64_t p0, int64_t p1, const float* x, int64_t ldx, const uint32_t* x2,
-                int64_t rows, float* y, int64_t ldy) {
+                int64_t rows, float* y, int64_t ldy, const float* bias, bool accumulate) {
   if (w.format() == WeightFormat::bf16_dot) {
+    const int64_t o0 = p0 * kLanes, o1 = std::min(w.out(), p1 * kLanes);
+    linear_output_start(y + o0, rows, o1 - o0, ldy, bias ? bias + o0 : nullptr, accumulate, /*zero_fill=*/true);
 #ifdef PIXELLLM_HAVE_BF16_DOT
     panel_range_bf16_dot(w.bf16_pairs(), (w.in() + 1) / 2, w.out(), p0, p1, x2, rows, y, ldy);
 #else
@@ -203,9 +225,9 @@ void run_panels(const PackedWeight& w, int64_t p0, int64_t p1, const float* x, i
     return;
   }
   if (w.format() == WeightFormat::bf16)
-    panel_range_bf16(w.bf16(), w.in(), w.out(), p0, p1, x, ldx, rows, y, ldy);
+    panel_range_bf16(w.bf16(), w.in(), w.out(), p0, p1, x, ldx, rows, y, ldy, bias, accumulate);
   else
-    panel_range_f32(w.f32(), w.in(), w.out(), p0, p1, x, ldx, rows, y, ldy);
+    panel_range_f32(w.f32(), w.in(), w.out(), p0, p1, x, ldx, rows, y, ldy, bias, accumulate);
 }
 
 }  // namespace
@@ -262,7 +284,6 @@ void linear(const float* x, int64_t rows, const PackedWeight& w, const float* bi
   if (ldy == 0) ldy = out;
   if (rows <= 0 || out == 0) return;
   PIXELLLM_CHECK(ldx >= in && ldy >= out, InvalidArgument, "packed_linear: row strides smaller than the rows");
-  linear_output_start(y, rows, out, ldy, bias, accumulate, /*zero_fill=*/true);  // the kernels add to y
   const int64_t panels = w.panels();
   const uint32_t* x2 = nullptr;
   thread_local std::vector<uint32_t> x2_buf;  // the caller's thread: reused across calls
@@ -279,14 +300,26 @@ void linear(const float* x, int64_t rows, const PackedWeight& w, const float* bi
   const bool split = pool && pool->size() > 1 &&
                      (double(w.bytes()) >= kSplitWeightBytes || 2.0 * double(rows) * out * in >= kSplitFlops);
   if (!split) {
-    run_panels(w, 0, panels, x, ldx, x2, rows, y, ldy);
+    run_panels(w, 0, panels, x, ldx, x2, rows, y, ldy, bias, accumulate);
     return;
   }
   // Chunks of 4 panels (64 outputs; ~4 chunks per thread for large weights), claimed dynamically: the calling
-  // thread starts at once, a late worker only takes what is left.
-  const int64_t groups = (panels + 3) / 4;
-  pool->parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
-    run_panels(w, g0 * 4, std::min(panels, g1 * 4), x, ldx, x2, rows, y, ldy);
+  // thread starts at once, a late worker only takes what is left. A narrow product (the demo encoders' 128-output
+  // projections: 2 groups) is also cut into blocks of rows (a multiple of 8, the kernel's row block) until there
+  // are ~4 chunks per thread, so a worker that starts late does not leave the caller waiting on half the product.
+  // Each output is the same FMA chain however the rows are cut (bit for bit).
+  const int64_t groups = (panels + 3) / 4, want = 4 * int64_t(pool->size());
+  int64_t block = rows;
+  if (groups < want && rows >= 32) block = std::max<int64_t>(8, (rows * groups / want + 7) / 8 * 8);
+  const int64_t blocks = (rows + block - 1) / block, in2 = (in + 1) / 2;
+  pool->parallel_for(groups * blocks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1;) {
+      const int64_t b = c / groups, g0 = c % groups, g1 = std::min(groups, g0 + (c1 - c));  // whole run in block b
+      const int64_t r0 = b * block, n = std::min(rows, r0 + block) - r0;
+      run_panels(w, g0 * 4, std::min(panels, g1 * 4), x + r0 * ldx, ldx, x2 ? x2 + r0 * in2 : nullptr, n,
+                 y + r0 * ldy, ldy, bias, accumulate);
+      c += g1 - g0;
+    }
   });
 }
 

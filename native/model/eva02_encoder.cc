@@ -124,12 +124,12 @@ void Eva02Encoder::forward(const float* image, float* out, core::ThreadPool* poo
   const int64_t S = cfg_.image_size, P = cfg_.patch_size, Hm = cfg_.mlp_hidden_size, hd = cfg_.head_dim();
   const float eps = cfg_.layer_norm_eps;
 
-  core::AlignedVector<float> x(static_cast<size_t>(T * D));
-  core::AlignedVector<float> xn(static_cast<size_t>(T * D));
-  core::AlignedVector<float> qkv(static_cast<size_t>(T * 3 * D));
-  core::AlignedVector<float> big(static_cast<size_t>(
+  core::ScratchVector<float> x(static_cast<size_t>(T * D));
+  core::ScratchVector<float> xn(static_cast<size_t>(T * D));
+  core::ScratchVector<float> qkv(static_cast<size_t>(T * 3 * D));
+  core::ScratchVector<float> big(static_cast<size_t>(
       std::max(T * 2 * Hm, cpu::patch_embed_scratch_size(1, S, S, 3, P, P))));
-  core::AlignedVector<float> gated(static_cast<size_t>(T * Hm));
+  core::ScratchVector<float> gated(static_cast<size_t>(T * Hm));
 
   // [cls, patches] + pos_embed
   std::memcpy(x.data(), cls_token_.data(), sizeof(float) * D);

@@ -147,8 +147,10 @@ void SamImageEncoder::attention_block(const Layer& L, float* x, float* xn, float
   const int64_t T = ws * ws;                          // tokens per window
   const int64_t rows = nside * nside * T;             // rows of the (padded, window-ordered) activations
   const float* qkv_bias = L.qkv_b.defined() && L.qkv_b.numel() ? L.qkv_b.data() : nullptr;
+  // A window as large as the grid (the demo: 14 on 14) is one window in natural order: no partition copies.
+  const bool partition = L.window && !(nside == 1 && ws == G);
 
-  if (L.window) {
+  if (partition) {
     // The official pads the LN1 output with zero rows up to whole windows; a zero row's q/k/v is exactly the qkv
     // bias, so the GEMM runs on the N real rows only (natural order, into `attn`, which holds N * 3D floats) and
     // the window-ordered buffer gets the real rows scattered in and the bias (or zeros) in the padding rows.
@@ -198,7 +200,7 @@ void SamImageEncoder::attention_block(const Layer& L, float* x, float* xn, float
     cpu::attention(a, pool);
   }
 
-  if (L.window) {
+  if (partition) {
     // Un-partition the real rows (the padded queries' outputs are dropped), then x += proj on those N rows only.
     core::parallel_for(pool, N, 64, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
@@ -228,12 +230,12 @@ void SamImageEncoder::forward(const float* image, float* out, core::ThreadPool* 
       max_T = std::max(max_T, int64_t(L.window) * L.window);
       max_span = std::max(max_span, int64_t(L.window));
     }
-  core::AlignedVector<float> x(static_cast<size_t>(N * D));
-  core::AlignedVector<float> xn(static_cast<size_t>(max_rows * D));
-  core::AlignedVector<float> qkv(static_cast<size_t>(max_rows * 3 * D));
-  core::AlignedVector<float> attn(static_cast<size_t>(std::max(max_rows * D, N * 3 * D)));
-  core::AlignedVector<float> rel(cfg_.use_rel_pos ? static_cast<size_t>(2 * H * max_T * max_span) : 0);
-  core::AlignedVector<float> big(static_cast<size_t>(std::max(
+  core::ScratchVector<float> x(static_cast<size_t>(N * D));
+  core::ScratchVector<float> xn(static_cast<size_t>(max_rows * D));
+  core::ScratchVector<float> qkv(static_cast<size_t>(max_rows * 3 * D));
+  core::ScratchVector<float> attn(static_cast<size_t>(std::max(max_rows * D, N * 3 * D)));
+  core::ScratchVector<float> rel(cfg_.use_rel_pos ? static_cast<size_t>(2 * H * max_T * max_span) : 0);
+  core::ScratchVector<float> big(static_cast<size_t>(std::max(
       {N * M, N * 9 * C, cpu::patch_embed_scratch_size(1, S, S, 3, P, P)})));
 
   // Patch embedding (+ absolute position embedding).
@@ -258,7 +260,7 @@ void SamImageEncoder::forward(const float* image, float* out, core::ThreadPool* 
   }
 
   // Neck: conv1x1 -> LN2d -> conv3x3 (pad 1) -> LN2d; LN2d over channels == LayerNorm of NHWC rows.
-  core::AlignedVector<float> neck(static_cast<size_t>(N * C));
+  core::ScratchVector<float> neck(static_cast<size_t>(N * C));
   float* n1 = neck.data();
   cpu::linear(x.data(), N, neck_conv1_, nullptr, n1);
   cpu::layer_norm(n1, N, C, neck_ln1_w_.data(), neck_ln1_b_.data(), eps, n1, pool);

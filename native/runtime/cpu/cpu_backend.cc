@@ -30,7 +30,9 @@ namespace {
 // which the Backend's members are destroyed does not matter).
 struct Shared {
   Shared(const core::Json& config, std::shared_ptr<core::SafeTensors> w, const CpuBackendOptions& o)
-      : cfg(config), weights(std::move(w)), pool(o.threads) {
+      : cfg(config),
+        weights(std::move(w)),
+        pool(pixelllm::cpu::blas_set_threads(o.threads > 0 ? o.threads : core::default_thread_count())) {
     core::JsonReader top(cfg, "config.json");
     image_size = static_cast<int>(top.get_int("image_size", 16, 8192));
     sam = std::make_unique<model::SamImageEncoder>(top.object("sam_image_encoder"), *weights, "sam_image_encoder.",
@@ -78,7 +80,7 @@ struct Shared {
 
   core::Json cfg;
   std::shared_ptr<core::SafeTensors> weights;
-  core::ThreadPool pool;
+  std::shared_ptr<core::ThreadPool> pool;  // the GEMM pool (cpu::blas_set_threads): kernels and products share it
   std::mutex compute;
   int image_size = 0, visual_tokens = 0;
   std::unique_ptr<model::SamImageEncoder> sam;
@@ -118,7 +120,7 @@ class CpuImageEncoder final : public ImageEncoderBackend {
     Shared& s = *s_;
     const int S = s.image_size;
     const size_t px = static_cast<size_t>(S) * S;
-    std::vector<float> sam_in(px * 3), eva_in(px * 3), eva_out(static_cast<size_t>(s.eva->grid()) * s.eva->grid() *
+    core::ScratchVector<float> sam_in(px * 3), eva_in(px * 3), eva_out(static_cast<size_t>(s.eva->grid()) * s.eva->grid() *
                                                            s.eva->out_channels());
     for (int b = 0; b < batch; ++b) {
       int h = 0, w = 0;
@@ -126,12 +128,12 @@ class CpuImageEncoder final : public ImageEncoderBackend {
       const float* img = images + px * 3 * b;
       float* sam_out = sam_features + static_cast<size_t>(s.sam->output_size()) * b;
       std::lock_guard<std::mutex> lock(s.compute);
-      model::normalize_image(img, S, w, h, s.sam->config().pixels, sam_in.data(), &s.pool);
-      model::normalize_image(img, S, w, h, s.eva->config().pixels, eva_in.data(), &s.pool);
-      s.sam->forward(sam_in.data(), sam_out, &s.pool);
-      s.eva->forward(eva_in.data(), eva_out.data(), &s.pool);
+      model::normalize_image(img, S, w, h, s.sam->config().pixels, sam_in.data(), s.pool.get());
+      model::normalize_image(img, S, w, h, s.eva->config().pixels, eva_in.data(), s.pool.get());
+      s.sam->forward(sam_in.data(), sam_out, s.pool.get());
+      s.eva->forward(eva_in.data(), eva_out.data(), s.pool.get());
       s.fusion->forward(eva_out.data(), sam_out, features + static_cast<size_t>(s.fusion->output_floats()) * b,
-                        &s.pool);
+                        s.pool.get());
     }
   }
 
@@ -150,7 +152,7 @@ class CpuPromptAdapter final : public PromptAdapterBackend {
       std::lock_guard<std::mutex> lock(s.compute);
       s.prompt_adapter->visual_tokens(*s.prompt_encoder, features + static_cast<size_t>(s.fusion->output_floats()) * b,
                                       G, G, boxes + static_cast<size_t>(b) * prompts * 4, prompts,
-                                      tokens + per * prompts * b, &s.pool);
+                                      tokens + per * prompts * b, s.pool.get());
     }
   }
 
@@ -176,10 +178,10 @@ class CpuMaskDecoder final : public MaskDecoderBackend {
       {
         std::lock_guard<std::mutex> lock(s.compute);
         s.mask_adapter->forward(sparse.data(), prompts, visual_tokens + vis * prompts * b, s.visual_tokens,
-                                text_hidden + txt * prompts * b, text_len, sparse.data(), &s.pool);
+                                text_hidden + txt * prompts * b, text_len, sparse.data(), s.pool.get());
         s.mask_decoder->forward(sam_features + static_cast<size_t>(s.sam->output_size()) * b, g, g,
                                 s.dense_pe.data(), sparse.data(), prompts, 2, s.prompt_encoder->no_mask_embed(),
-                                masks.data(), scores.data(), &s.pool);
+                                masks.data(), scores.data(), s.pool.get());
       }
       for (int p = 0; p < prompts; ++p) {  // official decode_mask: the mask with the highest predicted IoU
         const float* sc = scores.data() + static_cast<size_t>(p) * M;
@@ -206,7 +208,7 @@ class CpuProposalHead final : public ProposalHeadBackend {
     for (int b = 0; b < batch; ++b) {
       std::lock_guard<std::mutex> lock(s.compute);
       s.proposals->forward(features + static_cast<size_t>(s.fusion->output_floats()) * b, G, G,
-                           heatmap + cells * b, box_regs + cells * 4 * b, scratch.data(), &s.pool);
+                           heatmap + cells * b, box_regs + cells * 4 * b, scratch.data(), s.pool.get());
     }
   }
 
@@ -226,7 +228,7 @@ class CpuTextDecoderOwner final : public TextDecoderBackend {
                int n_text, const float* image_hw, const DecoderOutputs& out) const override {
     impl_.forward(visual, rows, context, n_context, text, n_text, image_hw, out);
   }
-  int threads() const { return s_->pool.size(); }
+  int threads() const { return s_->pool->size(); }
 
  private:
   std::shared_ptr<Shared> s_;
@@ -242,7 +244,6 @@ std::unique_ptr<Backend> create_cpu_backend(const core::Json& config, std::share
                  BackendUnavailable,
                  "encoderPrecision 'bf16' needs a CPU with AVX512-BF16 (vdpbf16ps); this one has none: use 'fp32'");
   auto shared = std::make_shared<Shared>(config, std::move(weights), options);
-  pixelllm::cpu::blas_set_threads(shared->pool.size());
   auto backend = std::make_unique<Backend>();
   backend->name = "cpu";
   backend->image_encoder = std::make_unique<CpuImageEncoder>(shared);
