@@ -1,24 +1,27 @@
 // A fixed pool of worker threads with a blocking `parallel_for`.
 //
-// How the kernel pools and the GEMM pool share the cores -- the policy every caller follows:
+// How kernels and matrix products share the cores -- the policy every caller follows:
 //  * One thread count N per loaded CPU backend (LoadOptions.threads, 0 = default_thread_count(): the CPUs this
-//    process may run on, clamped to [1, 16]). The backend's pool has N-1 workers; the thread calling parallel_for
-//    is the N-th. Kernels (attention, norms, activations, resize, ...) run their parallel work on it.
-//  * Matrix products never use OpenBLAS's own threads. cpu::blas_set_threads(N) (called by each CPU backend at
-//    load; a process-wide setting, the last backend loaded wins) sets OpenBLAS to one thread and gives the gemm
-//    module (native/cpu/gemm.cc) its own N-thread ThreadPool: a product above ~4 MFLOP, or a one-row product
-//    with >= 2 MiB of weight (gemm.h: kSplitFlops, kSplitWeightBytes; also the packed decoder products of
-//    cpu/packed_linear.h), is split into slices over that pool; smaller ones run inline on the calling thread.
-//    No OpenBLAS worker exists; our workers poll ~100 us between products (below), then sleep.
+//    process may run on, clamped to [1, 16]). cpu::blas_set_threads(N) (called by each CPU backend at load; a
+//    process-wide setting, the last backend loaded wins) sets OpenBLAS to one thread and returns the gemm module's
+//    pool of N threads (native/cpu/gemm.cc; N - 1 workers, the thread calling parallel_for is the N-th). The backend
+//    runs its kernels (attention, norms, activations, resize, ...) on that same pool, so one set of workers serves
+//    both: with a kernel pool of its own beside the GEMM pool, each pool's idle worker polled while the other
+//    computed (three threads on two cores; ~5 % of a demo encode).
+//  * Matrix products never use OpenBLAS's own threads: a product above ~4 MFLOP, or a one-row product with
+//    >= 2 MiB of weight (gemm.h: kSplitFlops, kSplitWeightBytes; also the packed products of cpu/packed_linear.h),
+//    is split into slices over the pool; smaller ones run inline on the calling thread. No OpenBLAS worker
+//    exists; our workers poll ~100 us between jobs (below), then sleep.
 //  * GEMMs (cpu::linear / cpu::sgemm) are called only from the request's thread, never from inside a
 //    parallel_for body (there the nested rule below would run the whole product on that one worker). A request's
-//    thread runs either a kernel parallel_for or a GEMM at a time and both pools' workers poll for the next
-//    job for ~100 us (yielding the core between checks; PIXELLLM_SPIN_US) and then sleep on a condition
-//    variable, so one request keeps at most N threads computing and an idle process uses no CPU.
+//    thread runs either a kernel parallel_for or a GEMM at a time and the workers poll for the next job for
+//    ~100 us (yielding the core between checks; PIXELLLM_SPIN_US) and then sleep on a condition variable, so one
+//    request keeps at most N threads computing and an idle process uses no CPU.
 //  * Concurrent requests on one backend serialise their compute on the backend's own mutex (runtime/cpu:
 //    Shared::compute, held around whole component forwards and decode steps); parallel_for also serialises its
-//    callers (compute_mutex()). Separately loaded models have separate backend pools and locks and can run at
-//    the same time (up to N threads each); the gemm pool serialises their products.
+//    callers (compute_mutex()). Separately loaded models with the same thread count share the pool, so their
+//    parallel work interleaves job by job; a model loaded with another count gets a pool of its own for its
+//    kernels (the products follow the last blas_set_threads).
 //  * A parallel_for issued from a thread that is already doing pool work -- a worker of any pool, or a caller
 //    inside its own parallel_for -- runs serially on that thread.
 #pragma once

@@ -21,7 +21,8 @@ namespace pixelllm::cpu {
 // Returns the pool the products now run on (a 1-thread pool, no workers, when threads == 1): callers run their
 // kernels' parallel_for on it too (the CPU backend, the bench), so one set of N - 1 workers serves GEMMs and kernels.
 // With a kernel pool of its own beside this one, each pool's idle worker polled while the other pool computed: three
-// threads on two cores, and ~10 % of a demo encode's samples in sched_yield (perf; the encode 9.2 -> 8.x ms shared).
+// threads on two cores, ~10 % of a demo encode's samples in sched_yield (perf); demo encode 9.2-9.3 -> 8.75 ms with
+// the pool shared (bench exe, 300 encodes, medians).
 std::shared_ptr<core::ThreadPool> blas_set_threads(int threads);
 int blas_threads();
 // Splitting policy shared by every product on the GEMM pool: split when the product has at least this many flops,

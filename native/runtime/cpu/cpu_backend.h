@@ -7,9 +7,9 @@
 //   mask_decoder    prompt encoder box tokens -> mask adapter (visual tokens + text states) -> SAM mask decoder;
 //                   with multimask_output the mask with the highest predicted IoU (official decode_mask)
 //   proposal_head   none yet (dense captioning lands with the native proposal head)
-// Threads: one pool of `threads` (0 = core::default_thread_count()) and the same OpenBLAS thread count
-// (process-wide); one compute mutex serialises the component calls of concurrent requests (never held around a
-// parallel_for of the pool itself: parallel_for takes the pool's own lock).
+// Threads: `threads` (0 = core::default_thread_count()) on the GEMM module's pool (cpu::blas_set_threads, which
+// is process-wide), shared by the kernels and the products; one compute mutex serialises the component calls of
+// concurrent requests (never held around a parallel_for of the pool itself: parallel_for takes the pool's own lock).
 #pragma once
 
 #include <memory>
