@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "cpu/activations.h"
+#include "cpu/attention.h"
 #include "cpu/gemm.h"
 #include "cpu/norm.h"
 #include "cpu/softmax.h"
@@ -94,10 +95,25 @@ class GitDecoder::State final : public TextDecoderState {
       spare.emplace_back(c.num_layers, c.num_heads, d / c.num_heads, lim.max_text);
     }
     scores = Tensor::empty({static_cast<int64_t>(prefix.capacity()) + lim.max_text});
+    kt_ld = (prefix.capacity() + 15) / 16 * 16;
+    prefix_kt = Tensor::empty({c.num_layers, c.num_heads, d / c.num_heads, kt_ld});
+    key_bias = Tensor::empty({prefix.capacity()});
+  }
+
+  // Prefix keys of (layer, head), transposed (runtime::transpose_keys, row stride kt_ld): every step's queries read
+  // them, so they are laid out once, at the prefill, for dot products over 16 keys at a time.
+  const float* kt(int layer, int head) const {
+    return prefix_kt.data() + (static_cast<int64_t>(layer) * prefix.heads() + head) * prefix.head_dim() * kt_ld;
+  }
+  float* kt(int layer, int head) {
+    return prefix_kt.data() + (static_cast<int64_t>(layer) * prefix.heads() + head) * prefix.head_dim() * kt_ld;
   }
 
   TextDecoderLimits limits;
   runtime::KvCache prefix;
+  int kt_ld = 0;
+  Tensor prefix_kt;  // (layers, heads, head_dim, kt_ld)
+  Tensor key_bias;   // (prefix capacity): 0 for an attendable prefix position, -inf for a padded one
   std::vector<runtime::KvCache> seqs, spare;
   Rows b;
   Tensor scores;
@@ -214,8 +230,11 @@ void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visu
   for (int j = 0; j < P; ++j) valid[j] = j < n_visual ? 1 : (context[j - n_visual] > 0 ? 1 : 0);
   s.prefix.set_length(P);
 
-  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  float* sc = s.scores.data();
+  float* key_bias = s.key_bias.data();
+  for (int j = 0; j < P; ++j) key_bias[j] = valid[j] ? 0.f : kNegInf;
+  // The prefix rows attend to each other with the flash-tiled kernel (cpu/attention.h) on the GEMM pool (the request
+  // thread's kernels share it, core/thread_pool.h) instead of a dot product per (row, key, head).
+  std::shared_ptr<core::ThreadPool> pool = cpu::blas_pool();
   for (int li = 0; li < cfg_.num_layers; ++li) {
     const Layer& L = layers_[li];
     cpu::linear(x, P, L.qkv_w, L.qkv_b.data(), s.b.qkv.data());
@@ -223,19 +242,26 @@ void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visu
       const float* row = s.b.qkv.data() + static_cast<int64_t>(r) * 3 * d;
       s.prefix.write(li, r, row + d, row + 2 * d);
     }
+    for (int h = 0; h < cfg_.num_heads; ++h) runtime::transpose_keys(s.prefix.key(li, h), P, hd, s.kt(li, h), s.kt_ld);
     if (li == cfg_.num_layers - 1) break;  // the prefix's last-layer output is never read: only its K/V are
-    for (int r = 0; r < P; ++r) {
-      float* q = s.b.qkv.data() + static_cast<int64_t>(r) * 3 * d;
-      for (int h = 0; h < cfg_.num_heads; ++h) {
-        float* qh = q + h * hd;
-        cpu::vec::scale(qh, scale, hd);
-        const float* K = s.prefix.key(li, h);
-        for (int j = 0; j < P; ++j) sc[j] = valid[j] ? cpu::vec::dot(qh, K + static_cast<int64_t>(j) * hd, hd) : kNegInf;
-        cpu::softmax(sc, 1, P);
-        runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, s.b.ctx.data() + static_cast<int64_t>(r) * d + h * hd,
-                               false);
-      }
-    }
+    cpu::AttentionArgs a;
+    a.q_len = P;
+    a.kv_len = P;
+    a.heads = cfg_.num_heads;
+    a.head_dim = hd;
+    a.q = s.b.qkv.data();
+    a.ldq = 3 * d;
+    a.k = a.q + d;
+    a.ldk = 3 * d;
+    a.v = a.q + 2 * d;
+    a.ldv = 3 * d;
+    a.out = s.b.ctx.data();
+    a.ldo = d;
+    a.scale = 1.f / std::sqrt(static_cast<float>(hd));
+    a.bias.data = key_bias;  // one row for every query and head: the padded context positions
+    a.bias.ld = 0;
+    a.bias.head_stride = 0;
+    cpu::attention(a, pool.get());
     finish_layer(L, s.b, P);
   }
   for (int i = 0; i < num_sequences; ++i) s.seqs[i].clear();
@@ -262,10 +288,10 @@ void GitDecoder::attend_text_row(int li, State& s, int r, float* q, float* ctx) 
   for (int h = 0; h < cfg_.num_heads; ++h) {
     float* qh = q + h * hd;
     cpu::vec::scale(qh, scale, hd);
-    const float* K = s.prefix.key(li, h);
-    for (int j = 0; j < P; ++j) sc[j] = pvalid[j] ? cpu::vec::dot(qh, K + static_cast<int64_t>(j) * hd, hd) : kNegInf;
-    const float* T = kv.key(li, h);
-    for (int j = 0; j <= pos; ++j) sc[P + j] = cpu::vec::dot(qh, T + static_cast<int64_t>(j) * hd, hd);
+    runtime::key_dots_transposed(qh, s.kt(li, h), P, hd, s.kt_ld, sc);
+    for (int j = 0; j < P; ++j)
+      if (!pvalid[j]) sc[j] = kNegInf;
+    runtime::key_dots(qh, kv.key(li, h), pos + 1, hd, sc + P);
     cpu::softmax(sc, 1, P + pos + 1);
     float* out = ctx + h * hd;
     runtime::weighted_rows(sc, P, s.prefix.value(li, h), hd, out, false);

@@ -63,8 +63,17 @@ class KvCache {
   std::vector<uint8_t> valid_;
 };
 
-// out (head_dim) = sum_j probs[j] * v[j * head_dim .. ] over n rows (a contiguous KvCache block).
-// accumulate = true adds to out.
+// out (head_dim) = sum_j probs[j] * v[j * head_dim .. ] over n rows (a contiguous KvCache block), summed in j order
+// per output; accumulate = true adds to out. Vectorised over head_dim with the sums in registers.
 void weighted_rows(const float* probs, int n, const float* v, int head_dim, float* out, bool accumulate) noexcept;
+
+// out[j] = q . k_j for the n rows k_j = k + j * head_dim of a KvCache block (the text part of a decode step).
+void key_dots(const float* q, const float* k, int n, int head_dim, float* out) noexcept;
+
+// Keys transposed once for many queries (a decode step's prefix, fixed after the prefill): kt[d * ld + j] =
+// k[j * head_dim + d] for j < n, zero for n <= j < ld (ld >= n, a multiple of 16).
+void transpose_keys(const float* k, int n, int head_dim, float* kt, int ld) noexcept;
+// out[j] = q . k_j from transpose_keys' layout, j < n: vectorised over 16 keys at a time, no horizontal sums.
+void key_dots_transposed(const float* q, const float* kt, int n, int head_dim, int ld, float* out) noexcept;
 
 }  // namespace pixelllm::runtime

@@ -6,6 +6,7 @@
 #include "cpu/attention.h"
 #include "cpu/rel_pos.h"
 #include "cpu/rope.h"
+#include "runtime/kv_cache.h"
 #include "tests/test.h"
 
 using namespace pixelllm;
@@ -196,4 +197,40 @@ TEST(rope2d_matches_eva02_formula) {
   for (int64_t c = 0; c < D; ++c) CHECK_EQ(y[c], x[c]);
   CHECK_THROWS_CODE(cpu::rope2d_tables(g, g, 66, 27, 27, 1e4, cosv.data(), sinv.data()), InvalidArgument,
                     "multiple of 4");
+}
+
+TEST(decode_step_attention_helpers_match_naive_sums) {
+  // runtime/kv_cache.h: the dot products and weighted sums of a decode step, against double sums, over head dims
+  // with and without a 16-float tail and key counts around the 16 / 64 blocks (a tail block, padding).
+  Rng rng(29);
+  for (int hd : {7, 16, 32, 48, 64, 80, 96}) {
+    for (int n : {1, 15, 16, 17, 63, 64, 65, 100}) {
+      auto q = rng.vec(hd), k = rng.vec(int64_t(n) * hd), p = rng.vec(n, 0.f, 1.f);
+      std::vector<double> dots(static_cast<size_t>(n), 0.0), sums(static_cast<size_t>(hd), 0.0);
+      for (int j = 0; j < n; ++j)
+        for (int d = 0; d < hd; ++d) {
+          dots[size_t(j)] += double(q[size_t(d)]) * k[size_t(j) * hd + d];
+          sums[size_t(d)] += double(p[size_t(j)]) * k[size_t(j) * hd + d];
+        }
+      std::vector<float> out(size_t(n) + 1, -7.f);
+      runtime::key_dots(q.data(), k.data(), n, hd, out.data());
+      CHECK_REL_L2(out.data(), dots.data(), n, 1e-5);
+      const int ld = (n + 15) / 16 * 16;
+      std::vector<float> kt(size_t(hd) * ld, -3.f);
+      runtime::transpose_keys(k.data(), n, hd, kt.data(), ld);
+      for (int d = 0; d < hd; ++d)
+        for (int j = 0; j < ld; ++j) CHECK_EQ(kt[size_t(d) * ld + j], j < n ? k[size_t(j) * hd + d] : 0.f);
+      std::fill(out.begin(), out.end(), -7.f);
+      runtime::key_dots_transposed(q.data(), kt.data(), n, hd, ld, out.data());
+      CHECK_REL_L2(out.data(), dots.data(), n, 1e-5);
+      CHECK_EQ(out[size_t(n)], -7.f);  // nothing written past n
+      std::vector<float> w(size_t(hd) + 1, 5.f);
+      runtime::weighted_rows(p.data(), n, k.data(), hd, w.data(), false);
+      CHECK_REL_L2(w.data(), sums.data(), hd, 1e-5);
+      CHECK_EQ(w[size_t(hd)], 5.f);
+      for (int d = 0; d < hd; ++d) sums[size_t(d)] *= 2.0;  // accumulate adds the same sum again
+      runtime::weighted_rows(p.data(), n, k.data(), hd, w.data(), true);
+      CHECK_REL_L2(w.data(), sums.data(), hd, 1e-5);
+    }
+  }
 }
