@@ -24,7 +24,7 @@
 
 namespace pixelllm::bench {
 
-struct Timing {  // milliseconds
+struct Timing {  // milliseconds; sam / eva: each branch's own wall time (they overlap when run side by side)
   double sam = 0, eva = 0, fusion = 0, normalize = 0;
 };
 

@@ -166,5 +166,19 @@ void parallel_for(ThreadPool* pool, int64_t n, int64_t grain, const std::functio
   }
 }
 
-}  // namespace pixelllm::core
+void run_pair(ThreadPool* pool, double cost_a, double cost_b, const std::function<void()>& a,
+              const std::function<void()>& b) {
+  const double total = cost_a + cost_b;
+  const bool side = pool && pool->size() == 2 && !t_in_pool_work && total > 0 &&
+                    std::max(cost_a, cost_b) <= kPairShare * total;
+  if (!side) {
+    a();
+    b();
+    return;
+  }
+  pool->parallel_for(2, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) (i == 0 ? a : b)();
+  });
+}
 
+}  // namespace pixelllm::core

@@ -87,4 +87,15 @@ class ThreadPool {
 // Runs fn over [0, n) on `pool` when given, serially otherwise (kernels accept a null pool).
 void parallel_for(ThreadPool* pool, int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// Two independent jobs of estimated costs cost_a and cost_b (any unit), each of which may use the pool itself (its
+// parallel_for, its products). On a pool of exactly two threads where neither job is more than kPairShare of the
+// total, they run side by side, a thread each, everything inside them serial on that thread (the nested rule above):
+// no hand-offs or end-of-job waits inside them, where each job's own parallel_for on two threads lost ~10 % (the demo
+// model's two image encoders: 8.60 -> 8.20 ms per image, bench/README.md). Otherwise one after the other, each on the
+// whole pool. Each job's output does not depend on which way it ran (every kernel gives the same bits on any thread
+// count). An exception from either is rethrown (the other job may then not have run).
+constexpr double kPairShare = 0.55;
+void run_pair(ThreadPool* pool, double cost_a, double cost_b, const std::function<void()>& a,
+              const std::function<void()>& b);
+
 }  // namespace pixelllm::core

@@ -190,4 +190,11 @@ void Eva02Encoder::forward(const float* image, float* out, core::ThreadPool* poo
     std::memcpy(out, x.data() + D, sizeof(float) * N * D);
 }
 
+double Eva02Encoder::matmul_flops() const {
+  const auto& c = cfg_;
+  const double D = c.hidden_size, G = c.grid(), T = G * G + 1, Hm = c.mlp_hidden_size;
+  return 2 * G * G * D * c.patch_size * c.patch_size * 3 +
+         c.num_hidden_layers * (2 * T * D * 3 * D + 4 * T * T * D + 2 * T * D * D + 2 * T * D * 2 * Hm + 2 * T * Hm * D);
+}
+
 }  // namespace pixelllm::model

@@ -67,6 +67,9 @@ class Eva02Encoder {
   // image: normalised (image_size, image_size, 3) NHWC; out: (grid, grid, hidden_size) NHWC, caller-provided.
   // Thread-safe (const, scratch is per call); GEMMs run on the calling thread, the rest on `pool`.
   void forward(const float* image, float* out, core::ThreadPool* pool = nullptr) const;
+  // Multiply-add FLOPs (2 per multiply-add) of one image's matrix products, attention included: the cost model of
+  // core::run_pair and the bench's GFLOP/s.
+  double matmul_flops() const;
 
  private:
   struct Block {

@@ -269,4 +269,16 @@ void SamImageEncoder::forward(const float* image, float* out, core::ThreadPool* 
   cpu::layer_norm(out, N, C, neck_ln2_w_.data(), neck_ln2_b_.data(), eps, out, pool);
 }
 
+double SamImageEncoder::matmul_flops() const {
+  const auto& c = cfg_;
+  const double D = c.hidden_size, G = c.grid(), N = G * G, M = c.mlp_dim, C = c.output_channels;
+  double f = 2 * N * D * c.patch_size * c.patch_size * 3;
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const double ws = c.is_global(i) ? G : c.window_size;
+    const double nside = c.is_global(i) ? 1 : std::ceil(G / ws), T = ws * ws, rows = nside * nside * T;
+    f += 2 * rows * D * 3 * D + nside * nside * 4 * T * T * D + 2 * rows * D * D + 4 * N * D * M;
+  }
+  return f + 2 * N * D * C + 2 * N * 9 * C * C;
+}
+
 }  // namespace pixelllm::model

@@ -70,6 +70,9 @@ class SamImageEncoder {
   // NHWC, caller-provided. Thread-safe (const, scratch is per call); GEMMs run on the calling thread, the rest
   // on `pool`.
   void forward(const float* image, float* out, core::ThreadPool* pool = nullptr) const;
+  // Multiply-add FLOPs (2 per multiply-add) of one image's matrix products, attention included: the cost model of
+  // core::run_pair and the bench's GFLOP/s.
+  double matmul_flops() const;
 
  private:
   struct Layer {

@@ -146,3 +146,53 @@ TEST(thread_pool_covers_range_and_propagates_errors) {
   parallel_for(nullptr, 10, 1, [&](int64_t b, int64_t e) { covered += e - b; });
   CHECK_EQ(covered, 10);
 }
+
+TEST(run_pair_side_by_side_only_when_balanced_on_two_threads) {
+  // The threads a job's own parallel_for ran on (a job sleeps a little per chunk so a second thread joins when free).
+  using Ids = std::set<std::thread::id>;
+  ThreadPool pool(2);
+  std::mutex mu;
+  auto job = [&](Ids& ids, std::thread::id& self) {
+    return [&] {
+      self = std::this_thread::get_id();
+      pool.parallel_for(16, 1, [&](int64_t, int64_t) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(3));
+        std::lock_guard<std::mutex> l(mu);
+        ids.insert(std::this_thread::get_id());
+      });
+    };
+  };
+  {  // balanced (0.5 / 0.5): a thread each, everything inside serial on it
+    Ids a, b;
+    std::thread::id sa, sb;
+    run_pair(&pool, 1.0, 1.0, job(a, sa), job(b, sb));
+    CHECK(sa != sb);
+    CHECK(a.size() == 1 && *a.begin() == sa);
+    CHECK(b.size() == 1 && *b.begin() == sb);
+  }
+  {  // unbalanced (0.6 > kPairShare): one after the other on the caller, each with both threads
+    Ids a, b;
+    std::thread::id sa, sb;
+    run_pair(&pool, 3.0, 2.0, job(a, sa), job(b, sb));
+    CHECK(sa == std::this_thread::get_id() && sb == sa);
+    CHECK(a.size() == 2 && b.size() == 2);
+  }
+  {  // more than two threads, or no pool: one after the other
+    ThreadPool four(4);
+    std::thread::id sa, sb;
+    run_pair(&four, 1.0, 1.0, [&] { sa = std::this_thread::get_id(); }, [&] { sb = std::this_thread::get_id(); });
+    CHECK(sa == std::this_thread::get_id() && sb == sa);
+    run_pair(nullptr, 1.0, 1.0, [&] { sa = std::thread::id(); }, [&] { sb = std::this_thread::get_id(); });
+    CHECK(sa == std::thread::id() && sb == std::this_thread::get_id());
+  }
+  // An error in either job reaches the caller; the pool stays usable.
+  CHECK_THROWS_CODE(run_pair(&pool, 1.0, 1.0, [] {}, [] { fail(ErrorCode::Aborted, "second job"); }), Aborted,
+                    "second job");
+  int ran = 0;
+  auto count = [&] {
+    std::lock_guard<std::mutex> l(mu);
+    ++ran;
+  };
+  run_pair(&pool, 1.0, 1.0, count, count);
+  CHECK_EQ(ran, 2);
+}

@@ -130,8 +130,10 @@ class CpuImageEncoder final : public ImageEncoderBackend {
       std::lock_guard<std::mutex> lock(s.compute);
       model::normalize_image(img, S, w, h, s.sam->config().pixels, sam_in.data(), s.pool.get());
       model::normalize_image(img, S, w, h, s.eva->config().pixels, eva_in.data(), s.pool.get());
-      s.sam->forward(sam_in.data(), sam_out, s.pool.get());
-      s.eva->forward(eva_in.data(), eva_out.data(), s.pool.get());
+      core::run_pair(
+          s.pool.get(), s.sam->matmul_flops(), s.eva->matmul_flops(),
+          [&] { s.sam->forward(sam_in.data(), sam_out, s.pool.get()); },
+          [&] { s.eva->forward(eva_in.data(), eva_out.data(), s.pool.get()); });
       s.fusion->forward(eva_out.data(), sam_out, features + static_cast<size_t>(s.fusion->output_floats()) * b,
                         s.pool.get());
     }
