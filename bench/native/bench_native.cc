@@ -4,6 +4,8 @@
 //   info                 sizes + the analytic matmul FLOPs of the image side
 //   encode               image side (normalise, SAM, EVA02, fusion) of a synthetic image: ms (+ parts)
 //   steps N              prefill + N greedy steps on cached visual tokens: per-step ms (step i = position i)
+//   adapter N            the prompt adapter's visual tokens of the whole-image box on the cached features, N
+//                        times: ms per call
 //   caption N            end to end: encode + prompt adapter + prefill + N greedy steps (+ point head each)
 //   concurrent K N       K threads, each a caption of N tokens on the cached features: wall ms, tokens/s
 //   rows K N             K captions of N tokens advanced together in one multi-row decoder state (the cost
@@ -334,6 +336,14 @@ int main(int argc, char** argv) {
         out << "{\"step_ms\":[";
         for (size_t i = 0; i < step_ms.size(); ++i) out << (i ? "," : "") << num(step_ms[i]);
         out << "]}";
+      } else if (cmd == "adapter") {
+        int n = 0;
+        in >> n;
+        PIXELLLM_CHECK(n > 0 && n <= 100000, InvalidArgument, "adapter N (1..100000)");
+        ensure_visual();
+        auto t0 = Clock::now();
+        for (int i = 0; i < n; ++i) visual = m.visual_tokens(features.data());
+        out << "{\"ms\":" << num(ms_since(t0) / n) << "}";
       } else if (cmd == "caption") {
         int n = 0;
         in >> n;

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "cpu/gemm.h"
 #include "cpu/norm.h"
+#include "cpu/packed_linear.h"
 #include "model/prompt_encoder.h"
 
 namespace pixelllm::model {
@@ -40,12 +41,12 @@ PromptAdapter::PromptAdapter(const PromptAdapterConfig& c, const core::SafeTenso
   const int64_t D = c.transformer_dim, E = c.input_embedding_dim, O = c.output_dim, N = c.num_outputs;
   core::PrefixWeights w(weights, "prompt_adapter.");
   output_tokens_ = w.get("output_tokens.weight", {N, D});
-  image_w_ = w.get("image_projection_mlp.weight", {D, c.image_dim});
+  image_w_ = cpu::PackedWeight::pack(w.get("image_projection_mlp.weight", {D, c.image_dim}));
   image_b_ = w.get("image_projection_mlp.bias", {D});
   if (E != D) {
-    prompt_w_ = w.get("prompt_embedding_projection_mlp.weight", {D, E});
+    prompt_w_ = cpu::PackedWeight::pack(w.get("prompt_embedding_projection_mlp.weight", {D, E}));
     prompt_b_ = w.get("prompt_embedding_projection_mlp.bias", {D});
-    pe_w_ = w.get("image_pe_projection_mlp.weight", {D, E});
+    pe_w_ = cpu::PackedWeight::pack(w.get("image_pe_projection_mlp.weight", {D, E}));
     pe_b_ = w.get("image_pe_projection_mlp.bias", {D});
   }
   hyper_w_ = Tensor::empty({N, O, D});
@@ -56,11 +57,11 @@ PromptAdapter::PromptAdapter(const PromptAdapterConfig& c, const core::SafeTenso
     std::memcpy(hyper_w_.data() + i * O * D, wi.data(), wi.nbytes());
     std::memcpy(hyper_b_.data() + i * O, bi.data(), bi.nbytes());
   }
-  dense_out_w_ = w.get("dense_output_mlp.weight", {O, D});
+  dense_out_w_ = cpu::PackedWeight::pack(w.get("dense_output_mlp.weight", {O, D}));
   dense_out_b_ = w.get("dense_output_mlp.bias", {O});
   if (c.visual_projection_dim > 0) {
     const int64_t V = c.visual_projection_dim;
-    proj_w_ = w.get("visual_projection.0.weight", {V, O});
+    proj_w_ = cpu::PackedWeight::pack(w.get("visual_projection.0.weight", {V, O}));
     proj_b_ = w.get("visual_projection.0.bias", {V});
     if (c.visual_projection_ln) {
       proj_ln_w_ = w.get("visual_projection.1.weight", {V});
@@ -110,31 +111,31 @@ void PromptAdapter::forward(const float* features, int64_t h, int64_t w, const f
 
   // Image side, shared by every prompt: src = image_projection(features) + dense; pe (projected).
   if (project) {
-    cpu::linear(dense, 1, E, prompt_w_.data(), prompt_b_.data(), D, dense_d);
-    cpu::linear(dense_pe, HW, E, pe_w_.data(), pe_b_.data(), D, pe);
+    cpu::linear(dense, 1, prompt_w_, prompt_b_.data(), dense_d);
+    cpu::linear(dense_pe, HW, pe_w_, pe_b_.data(), pe);
   } else {
     std::memcpy(dense_d, dense, size_t(D) * sizeof(float));
     std::memcpy(pe, dense_pe, n_src * sizeof(float));
   }
-  cpu::linear(features, HW, cfg_.image_dim, image_w_.data(), image_b_.data(), D, src);
+  cpu::linear(features, HW, image_w_, image_b_.data(), src);
   for (int64_t i = 0; i < HW; ++i)
     for (int64_t j = 0; j < D; ++j) src[i * D + j] += dense_d[j];
 
   std::memcpy(tok, output_tokens_.data(), size_t(NO * D) * sizeof(float));
   for (int64_t p = 0; p < prompts; ++p) {
     const float* sp = sparse + p * tokens * E;
-    if (project) cpu::linear(sp, tokens, E, prompt_w_.data(), prompt_b_.data(), D, tok + NO * D);
+    if (project) cpu::linear(sp, tokens, prompt_w_, prompt_b_.data(), tok + NO * D);
     else std::memcpy(tok + NO * D, sp, size_t(tokens * D) * sizeof(float));
     transformer_->forward(tok, T, src, pe, HW, hs, keys, scratch, pool);
     if (cfg_.dense_fuse) {
-      cpu::linear(keys, HW, D, dense_out_w_.data(), dense_out_b_.data(), O, head);
+      cpu::linear(keys, HW, dense_out_w_, dense_out_b_.data(), head);
     } else {
       for (int64_t i = 0; i < NO; ++i)
         cpu::linear(hs + i * D, 1, D, hyper_w_.data() + i * O * D, hyper_b_.data() + i * O, O, head + i * O);
     }
     float* o = out + p * per * V;
     if (cfg_.visual_projection_dim > 0) {
-      cpu::linear(head, per, O, proj_w_.data(), proj_b_.data(), V, o);
+      cpu::linear(head, per, proj_w_, proj_b_.data(), o);
       if (cfg_.visual_projection_ln) cpu::layer_norm(o, per, V, proj_ln_w_.data(), proj_ln_b_.data(), 1e-5f, o, pool);
     } else {
       std::memcpy(o, head, n_out * sizeof(float));

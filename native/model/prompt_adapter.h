@@ -18,6 +18,7 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "cpu/packed_linear.h"
 #include "model/two_way_transformer.h"
 
 namespace pixelllm::core {
@@ -74,12 +75,17 @@ class PromptAdapter {
  private:
   PromptAdapterConfig cfg_;
   core::Tensor output_tokens_;                // (num_outputs, dim)
-  core::Tensor image_w_, image_b_;            // (dim, image_dim)
-  core::Tensor prompt_w_, prompt_b_;          // (dim, E) | empty
-  core::Tensor pe_w_, pe_b_;                  // (dim, E) | empty
+  cpu::PackedWeight image_w_;                 // (dim, image_dim), packed once at load (cpu/packed_linear.h)
+  core::Tensor image_b_;
+  cpu::PackedWeight prompt_w_;                // (dim, E) | empty
+  core::Tensor prompt_b_;
+  cpu::PackedWeight pe_w_;                    // (dim, E) | empty
+  core::Tensor pe_b_;
   core::Tensor hyper_w_, hyper_b_;            // (num_outputs, output_dim, dim), (num_outputs, output_dim)
-  core::Tensor dense_out_w_, dense_out_b_;    // (output_dim, dim)
-  core::Tensor proj_w_, proj_b_, proj_ln_w_, proj_ln_b_;
+  cpu::PackedWeight dense_out_w_;             // (output_dim, dim)
+  core::Tensor dense_out_b_;
+  cpu::PackedWeight proj_w_;
+  core::Tensor proj_b_, proj_ln_w_, proj_ln_b_;
   std::unique_ptr<TwoWayTransformer> transformer_;
 };
 

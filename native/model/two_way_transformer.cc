@@ -9,6 +9,7 @@
 #include "cpu/attention.h"
 #include "cpu/gemm.h"
 #include "cpu/norm.h"
+#include "cpu/packed_linear.h"
 
 namespace pixelllm::model {
 
@@ -32,13 +33,13 @@ TwoWayTransformer::Attention TwoWayTransformer::load_attention(core::PrefixWeigh
   Attention a;
   const int64_t D = cfg_.dim, I = internal;
   a.internal = internal;
-  a.q_w = w.get(name + ".q_proj.weight", {I, D});
+  a.q_w = cpu::PackedWeight::pack(w.get(name + ".q_proj.weight", {I, D}));
   a.q_b = w.get(name + ".q_proj.bias", {I});
-  a.k_w = w.get(name + ".k_proj.weight", {I, D});
+  a.k_w = cpu::PackedWeight::pack(w.get(name + ".k_proj.weight", {I, D}));
   a.k_b = w.get(name + ".k_proj.bias", {I});
-  a.v_w = w.get(name + ".v_proj.weight", {I, D});
+  a.v_w = cpu::PackedWeight::pack(w.get(name + ".v_proj.weight", {I, D}));
   a.v_b = w.get(name + ".v_proj.bias", {I});
-  a.o_w = w.get(name + ".out_proj.weight", {D, I});
+  a.o_w = cpu::PackedWeight::pack(w.get(name + ".out_proj.weight", {D, I}));
   a.o_b = w.get(name + ".out_proj.bias", {D});
   return a;
 }
@@ -58,9 +59,9 @@ TwoWayTransformer::TwoWayTransformer(const TwoWayTransformerConfig& c, core::Pre
       L.ln_w[j] = w.get(l + ".layer_norm" + std::to_string(j + 1) + ".weight", {D});
       L.ln_b[j] = w.get(l + ".layer_norm" + std::to_string(j + 1) + ".bias", {D});
     }
-    L.lin1_w = w.get(l + ".mlp.lin1.weight", {M, D});
+    L.lin1_w = cpu::PackedWeight::pack(w.get(l + ".mlp.lin1.weight", {M, D}));
     L.lin1_b = w.get(l + ".mlp.lin1.bias", {M});
-    L.lin2_w = w.get(l + ".mlp.lin2.weight", {D, M});
+    L.lin2_w = cpu::PackedWeight::pack(w.get(l + ".mlp.lin2.weight", {D, M}));
     L.lin2_b = w.get(l + ".mlp.lin2.bias", {D});
     layers_.push_back(std::move(L));
   }
@@ -80,10 +81,10 @@ size_t TwoWayTransformer::scratch_floats(int64_t tokens, int64_t keys) const noe
 void TwoWayTransformer::attend(const Attention& a, const float* xq, int64_t nq, const float* xk, const float* xv,
                                int64_t nk, float* out, bool accumulate, const Buffers& b,
                                core::ThreadPool* pool) const {
-  const int64_t D = cfg_.dim, I = a.internal;
-  cpu::linear(xq, nq, D, a.q_w.data(), a.q_b.data(), I, b.qp);
-  cpu::linear(xk, nk, D, a.k_w.data(), a.k_b.data(), I, b.kp);
-  cpu::linear(xv, nk, D, a.v_w.data(), a.v_b.data(), I, b.vp);
+  const int64_t I = a.internal;
+  cpu::linear(xq, nq, a.q_w, a.q_b.data(), b.qp);
+  cpu::linear(xk, nk, a.k_w, a.k_b.data(), b.kp);
+  cpu::linear(xv, nk, a.v_w, a.v_b.data(), b.vp);
   cpu::AttentionArgs args;
   args.q_len = nq;
   args.kv_len = nk;
@@ -99,7 +100,7 @@ void TwoWayTransformer::attend(const Attention& a, const float* xq, int64_t nq, 
   args.ldo = I;
   args.scale = 1.0f / std::sqrt(static_cast<float>(args.head_dim));
   cpu::attention(args, pool);
-  cpu::linear(b.att, nq, I, a.o_w.data(), a.o_b.data(), D, out, accumulate);
+  cpu::linear(b.att, nq, a.o_w, a.o_b.data(), out, accumulate);
 }
 
 void TwoWayTransformer::forward(const float* P, int64_t T, const float* image, const float* E, int64_t N, float* q,
@@ -143,9 +144,9 @@ void TwoWayTransformer::forward(const float* P, int64_t T, const float* image, c
     attend(L.t2i, b.qpe, T, kpe, k, N, q, true, b, pool);
     cpu::layer_norm(q, T, D, L.ln_w[1].data(), L.ln_b[1].data(), eps, q, pool);
 
-    cpu::linear(q, T, D, L.lin1_w.data(), L.lin1_b.data(), cfg_.mlp_dim, b.mlp);
+    cpu::linear(q, T, L.lin1_w, L.lin1_b.data(), b.mlp);
     cpu::relu(b.mlp, T * cfg_.mlp_dim, pool);
-    cpu::linear(b.mlp, T, cfg_.mlp_dim, L.lin2_w.data(), L.lin2_b.data(), D, q, true);
+    cpu::linear(b.mlp, T, L.lin2_w, L.lin2_b.data(), q, true);
     cpu::layer_norm(q, T, D, L.ln_w[2].data(), L.ln_b[2].data(), eps, q, pool);
 
     add(q, P, T * D, b.qpe);

@@ -21,6 +21,7 @@
 
 #include "core/prefix_weights.h"
 #include "core/tensor.h"
+#include "cpu/packed_linear.h"
 
 namespace pixelllm::core {
 class ThreadPool;
@@ -63,13 +64,15 @@ class TwoWayTransformer {
 
  private:
   struct Attention {
-    core::Tensor q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b;
+    cpu::PackedWeight q_w, k_w, v_w, o_w;  // packed once at load (cpu/packed_linear.h)
+    core::Tensor q_b, k_b, v_b, o_b;
     int internal = 0;
   };
   struct Layer {
     Attention self_attn, t2i, i2t;
     core::Tensor ln_w[4], ln_b[4];
-    core::Tensor lin1_w, lin1_b, lin2_w, lin2_b;
+    cpu::PackedWeight lin1_w, lin2_w;
+    core::Tensor lin1_b, lin2_b;
   };
   struct Buffers;
 
