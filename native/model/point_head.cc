@@ -6,8 +6,8 @@
 
 #include "core/error.h"
 #include "cpu/activations.h"
-#include "cpu/gemm.h"
 #include "cpu/norm.h"
+#include "cpu/packed_linear.h"
 
 namespace pixelllm::model {
 
@@ -40,7 +40,7 @@ PointHead::PointHead(const PointHeadConfig& c, const core::SafeTensors& w) : cfg
     const int64_t in = i == 0 ? c.input_dim : c.hidden_dim;
     const int64_t out = i == c.depth - 1 ? out_dim_ : c.hidden_dim;
     const std::string p = "point_head.mlp.layers." + std::to_string(i);
-    w_.push_back(w.get(p + ".weight", {out, in}));
+    w_.push_back(cpu::PackedWeight::pack(w.get(p + ".weight", {out, in})));
     b_.push_back(w.get(p + ".bias", {out}));
   }
   PIXELLLM_CHECK(!w.has("point_head.mlp.layers." + std::to_string(c.depth) + ".weight"), ConfigMismatch,
@@ -67,11 +67,10 @@ void PointHead::predict(const float* hidden, int rows, float image_width, float 
     cpu::layer_norm(hidden, rows, cfg_.input_dim, ln_g_.data(), ln_b_.data(), cfg_.layer_norm_eps, a);
     x = a;
   }
-  int in = cfg_.input_dim;
   for (int i = 0; i < cfg_.depth; ++i) {
     const int out = i == cfg_.depth - 1 ? out_dim_ : cfg_.hidden_dim;
     float* y = (x == a) ? b : a;
-    cpu::linear(x, rows, in, w_[i].data(), b_[i].data(), out, y);
+    cpu::linear(x, rows, w_[i], b_[i].data(), y);
     if (i < cfg_.depth - 1) {
       const int64_t n = static_cast<int64_t>(rows) * out;
       if (cfg_.gelu)
@@ -80,7 +79,6 @@ void PointHead::predict(const float* hidden, int rows, float image_width, float 
         cpu::relu(y, n);
     }
     x = y;
-    in = out;
   }
   const int per = 3 + cfg_.num_classes;
   for (int r = 0; r < rows; ++r)

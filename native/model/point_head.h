@@ -14,6 +14,7 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "cpu/packed_linear.h"
 
 namespace pixelllm::model {
 
@@ -51,7 +52,8 @@ class PointHead {
  private:
   PointHeadConfig cfg_;
   core::Tensor ln_g_, ln_b_;
-  std::vector<core::Tensor> w_, b_;
+  std::vector<cpu::PackedWeight> w_;  // packed once at load (cpu/packed_linear.h)
+  std::vector<core::Tensor> b_;
   int out_dim_ = 0;
 };
 
