@@ -13,7 +13,8 @@
 //    is split into slices over the pool; smaller ones run inline on the calling thread. No OpenBLAS worker
 //    exists; our workers poll ~100 us between jobs (below), then sleep.
 //  * GEMMs (cpu::linear / cpu::sgemm) are called only from the request's thread, never from inside a
-//    parallel_for body (there the nested rule below would run the whole product on that one worker). A request's
+//    parallel_for body (there the nested rule below would run the whole product on that one worker) -- except on
+//    purpose through run_pair (below), which wants exactly that: two whole jobs, one per thread. A request's
 //    thread runs either a kernel parallel_for or a GEMM at a time and the workers poll for the next job for
 //    ~100 us (yielding the core between checks; PIXELLLM_SPIN_US) and then sleep on a condition variable, so one
 //    request keeps at most N threads computing and an idle process uses no CPU.
