@@ -5,9 +5,8 @@
 //
 //   node bench/ab.mjs --model DIR --command "encode" --key ms --n 400 EXE_A EXE_B [...]
 //   (build the "before" executable from another checkout: cmake -S bench -B /tmp/before -DCMAKE_BUILD_TYPE=Release)
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import os from 'node:os';
+import { LineServer } from './lib/peers.mjs';
 import { median, round } from './lib/stats.mjs';
 
 function parseArgs(argv) {
@@ -26,20 +25,8 @@ function parseArgs(argv) {
   return a;
 }
 
-// One executable as a line server: call(cmd) writes a line and resolves with the next JSON line.
-function server(exe, model, threads) {
-  const p = spawn(exe, [model, String(threads)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: p.stdout });
-  const waiting = [];
-  lines.on('line', (l) => waiting.shift()?.(JSON.parse(l)));
-  const next = () => new Promise((resolve) => waiting.push(resolve));
-  const ready = next();
-  return { exe, ready, call: (cmd) => { const r = next(); p.stdin.write(`${cmd}\n`); return r; }, close: () => p.stdin.end('quit\n') };
-}
-
 const o = parseArgs(process.argv.slice(2));
-const peers = o.exes.map((e) => server(e, o.model, o.threads));
-for (const p of peers) await p.ready;
+const peers = o.exes.map((e) => new LineServer(e, e, [o.model, String(o.threads)], process.env));
 for (const p of peers) await p.call(o.command);  // warm-up, untimed
 const got = peers.map(() => []);
 for (let i = 0; i < o.n; ++i) {
@@ -47,12 +34,12 @@ for (let i = 0; i < o.n; ++i) {
   if (i % 2) order.reverse();
   for (const k of order) {
     const r = await peers[k].call(o.command);
-    if (!(o.key in r)) throw new Error(`ab: ${peers[k].exe} answered without "${o.key}": ${JSON.stringify(r)}`);
+    if (!(o.key in r)) throw new Error(`ab: ${peers[k].name} answered without "${o.key}": ${JSON.stringify(r)}`);
     got[k].push(r[o.key]);
   }
 }
-for (const p of peers) p.close();
+await Promise.all(peers.map((p) => p.close()));
 for (const [k, p] of peers.entries()) {
   const xs = got[k];
-  console.log(`${p.exe}: ${o.command} ${o.key} median ${round(median(xs), 4)} min ${round(Math.min(...xs), 4)} max ${round(Math.max(...xs), 4)} (n ${xs.length})`);
+  console.log(`${p.name}: ${o.command} ${o.key} median ${round(median(xs), 4)} min ${round(Math.min(...xs), 4)} max ${round(Math.max(...xs), 4)} (n ${xs.length})`);
 }

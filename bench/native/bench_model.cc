@@ -18,7 +18,7 @@ double ms_since(Clock::time_point t0) {
 
 BenchModel::BenchModel(const std::string& dir, int threads, cpu::WeightFormat decoder_weights,
                        cpu::WeightFormat encoder_weights)
-    : pool_(cpu::blas_set_threads(threads > 0 ? threads : core::default_thread_count())), decoder_weights_(decoder_weights) {
+    : pool_(cpu::blas_set_threads(threads)), decoder_weights_(decoder_weights) {
   config_ = core::parse_json_file(dir + "/config.json");
   weights_ = core::SafeTensors::open(dir + "/model.safetensors");
   core::JsonReader top(config_, "config.json");

@@ -92,7 +92,7 @@ void parallel_for(ThreadPool* pool, int64_t n, int64_t grain, const std::functio
 // parallel_for, its products). On a pool of exactly two threads where neither job is more than kPairShare of the
 // total, they run side by side, a thread each, everything inside them serial on that thread (the nested rule above):
 // no hand-offs or end-of-job waits inside them, where each job's own parallel_for on two threads lost ~10 % (the demo
-// model's two image encoders: 8.60 -> 8.20 ms per image, bench/README.md). Otherwise one after the other, each on the
+// model's two image encoders: 8.66 -> 8.36 ms per image alternated, bench/README.md). Otherwise one after the other, each on the
 // whole pool. Each job's output does not depend on which way it ran (every kernel gives the same bits on any thread
 // count). An exception from either is rethrown (the other job may then not have run).
 constexpr double kPairShare = 0.55;

@@ -50,7 +50,7 @@ void raw_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, con
 }  // namespace
 
 std::shared_ptr<core::ThreadPool> blas_set_threads(int threads) {
-  threads = std::max(1, threads);
+  threads = threads <= 0 ? core::default_thread_count() : threads;
   std::lock_guard<std::mutex> lock(g_mu);
   openblas_set_num_threads(1);
   if (threads != g_threads) {

@@ -11,7 +11,7 @@ class ThreadPool;
 
 namespace pixelllm::cpu {
 
-// GEMM thread count (process-wide). Set it to the pool size once per process/pipeline load. N > 1 makes OpenBLAS
+// GEMM thread count (process-wide; 0 = core::default_thread_count()). Set it once per process/pipeline load. N > 1 makes OpenBLAS
 // single-threaded and splits every large enough product over this module's own N-thread pool (the caller is one
 // of the N); its workers poll ~100 us for the next product, then sleep (core/thread_pool.h), so with the policy of
 // core/thread_pool.h (GEMMs only from the request thread, never inside a parallel_for) at most N threads compute.

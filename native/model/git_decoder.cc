@@ -95,24 +95,20 @@ class GitDecoder::State final : public TextDecoderState {
       spare.emplace_back(c.num_layers, c.num_heads, d / c.num_heads, lim.max_text);
     }
     scores = Tensor::empty({static_cast<int64_t>(prefix.capacity()) + lim.max_text});
-    kt_ld = (prefix.capacity() + 15) / 16 * 16;
-    prefix_kt = Tensor::empty({c.num_layers, c.num_heads, d / c.num_heads, kt_ld});
+    prefix_kt = Tensor::empty({c.num_layers, c.num_heads, d / c.num_heads, kt_ld()});
     key_bias = Tensor::empty({prefix.capacity()});
   }
 
-  // Prefix keys of (layer, head), transposed (runtime::transpose_keys, row stride kt_ld): every step's queries read
+  // Prefix keys of (layer, head), transposed (runtime::transpose_keys, row stride kt_ld()): every step's queries read
   // them, so they are laid out once, at the prefill, for dot products over 16 keys at a time.
-  const float* kt(int layer, int head) const {
-    return prefix_kt.data() + (static_cast<int64_t>(layer) * prefix.heads() + head) * prefix.head_dim() * kt_ld;
-  }
+  int kt_ld() const { return (prefix.capacity() + 15) / 16 * 16; }
   float* kt(int layer, int head) {
-    return prefix_kt.data() + (static_cast<int64_t>(layer) * prefix.heads() + head) * prefix.head_dim() * kt_ld;
+    return prefix_kt.data() + (static_cast<int64_t>(layer) * prefix.heads() + head) * prefix.head_dim() * kt_ld();
   }
 
   TextDecoderLimits limits;
   runtime::KvCache prefix;
-  int kt_ld = 0;
-  Tensor prefix_kt;  // (layers, heads, head_dim, kt_ld)
+  Tensor prefix_kt;  // (layers, heads, head_dim, kt_ld())
   Tensor key_bias;   // (prefix capacity): 0 for an attendable prefix position, -inf for a padded one
   std::vector<runtime::KvCache> seqs, spare;
   Rows b;
@@ -242,7 +238,7 @@ void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visu
       const float* row = s.b.qkv.data() + static_cast<int64_t>(r) * 3 * d;
       s.prefix.write(li, r, row + d, row + 2 * d);
     }
-    for (int h = 0; h < cfg_.num_heads; ++h) runtime::transpose_keys(s.prefix.key(li, h), P, hd, s.kt(li, h), s.kt_ld);
+    for (int h = 0; h < cfg_.num_heads; ++h) runtime::transpose_keys(s.prefix.key(li, h), P, hd, s.kt(li, h), s.kt_ld());
     if (li == cfg_.num_layers - 1) break;  // the prefix's last-layer output is never read: only its K/V are
     cpu::AttentionArgs a;
     a.q_len = P;
@@ -288,7 +284,7 @@ void GitDecoder::attend_text_row(int li, State& s, int r, float* q, float* ctx) 
   for (int h = 0; h < cfg_.num_heads; ++h) {
     float* qh = q + h * hd;
     cpu::vec::scale(qh, scale, hd);
-    runtime::key_dots_transposed(qh, s.kt(li, h), P, hd, s.kt_ld, sc);
+    runtime::key_dots_transposed(qh, s.kt(li, h), P, hd, s.kt_ld(), sc);
     for (int j = 0; j < P; ++j)
       if (!pvalid[j]) sc[j] = kNegInf;
     runtime::key_dots(qh, kv.key(li, h), pos + 1, hd, sc + P);

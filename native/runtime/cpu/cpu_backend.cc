@@ -32,7 +32,7 @@ struct Shared {
   Shared(const core::Json& config, std::shared_ptr<core::SafeTensors> w, const CpuBackendOptions& o)
       : cfg(config),
         weights(std::move(w)),
-        pool(pixelllm::cpu::blas_set_threads(o.threads > 0 ? o.threads : core::default_thread_count())) {
+        pool(pixelllm::cpu::blas_set_threads(o.threads)) {
     core::JsonReader top(cfg, "config.json");
     image_size = static_cast<int>(top.get_int("image_size", 16, 8192));
     sam = std::make_unique<model::SamImageEncoder>(top.object("sam_image_encoder"), *weights, "sam_image_encoder.",
