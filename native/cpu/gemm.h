@@ -28,7 +28,7 @@ int blas_threads();
 // Splitting policy shared by every product on the GEMM pool: split when the product has at least this many flops,
 // or (one row / decode steps: memory-bound) at least this many bytes of weight (a 768 x 768 weight is 2.25 MiB,
 // ~90 us on one thread). Smaller products run on the calling thread: a hand-off costs more than it saves.
-constexpr double kSplitFlops = 4.0e6;
+constexpr double kSplitFlops = 1.0e6;
 constexpr double kSplitWeightBytes = 2.0 * 1024 * 1024;
 
 // The GEMM pool (null without blas_set_threads(N > 1)), for other products that follow the same policy

@@ -4,9 +4,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "cpu/activations.h"
 #include "cpu/attention.h"
 #include "cpu/gemm.h"
@@ -358,15 +361,27 @@ void GitDecoder::step_rows(TextDecoderState* const* states, int count, const int
     for (int r = 0; r < s.num_sequences(); ++r, ++row)
       embed(tokens + row, 1, s.position(), x + static_cast<int64_t>(row) * d);
   }
+  // First row of each state (its rows are consecutive).
+  std::vector<int> first(count + 1, 0);
+  for (int i = 0; i < count; ++i) first[i + 1] = first[i] + states[i]->num_sequences();
+  std::shared_ptr<core::ThreadPool> pool = cpu::blas_pool();
   for (int li = 0; li < cfg_.num_layers; ++li) {
     const Layer& L = layers_[li];
     cpu::linear(x, total, L.qkv_w, L.qkv_b.data(), b.qkv.data());  // one product over all rows
-    for (int i = 0, row = 0; i < count; ++i) {
-      State& s = static_cast<State&>(*states[i]);
-      for (int r = 0; r < s.num_sequences(); ++r, ++row)
-        attend_text_row(li, s, r, b.qkv.data() + static_cast<int64_t>(row) * 3 * d,
-                        b.ctx.data() + static_cast<int64_t>(row) * d);
-    }
+    // Attention per state over its own caches, the states spread over the pool (a state's rows share its score
+    // buffer, so they stay on one thread).
+    auto attend = [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        State& s = static_cast<State&>(*states[i]);
+        for (int r = 0, row = first[i]; r < s.num_sequences(); ++r, ++row)
+          attend_text_row(li, s, r, b.qkv.data() + static_cast<int64_t>(row) * 3 * d,
+                          b.ctx.data() + static_cast<int64_t>(row) * d);
+      }
+    };
+    if (pool && pool->size() > 1)
+      pool->parallel_for(count, attend);
+    else
+      attend(0, count);
     finish_layer(L, b, total);
   }
   for (int i = 0; i < count; ++i) {

@@ -59,6 +59,11 @@ size_t PointHead::scratch_floats(int rows) const noexcept {
 void PointHead::predict(const float* hidden, int rows, float image_width, float image_height, float* corners,
                         float* logits, float* scratch) const {
   if (rows <= 0) return;
+  to_corners(mlp(hidden, rows, scratch), rows, image_width, image_height, corners, logits);
+}
+
+const float* PointHead::mlp(const float* hidden, int rows, float* scratch) const {
+  if (rows <= 0) return scratch;
   const size_t width = scratch_floats(rows) / 2;
   float* a = scratch;
   float* b = scratch + width;
@@ -80,13 +85,20 @@ void PointHead::predict(const float* hidden, int rows, float image_width, float 
     }
     x = y;
   }
+  return x;
+}
+
+void PointHead::to_corners(const float* x, int rows, float image_width, float image_height, float* corners,
+                           float* logits) const {
   const int per = 3 + cfg_.num_classes;
   for (int r = 0; r < rows; ++r)
     for (int p = 0; p < cfg_.num_points; ++p) {
       const float* o = x + static_cast<int64_t>(r) * out_dim_ + p * per;
-      float* c = corners + (static_cast<int64_t>(r) * cfg_.num_points + p) * 2;
-      c[0] = (o[0] + 1.f) * 0.5f * image_width;
-      c[1] = (o[1] + 1.f) * 0.5f * image_height;
+      if (corners) {
+        float* c = corners + (static_cast<int64_t>(r) * cfg_.num_points + p) * 2;
+        c[0] = (o[0] + 1.f) * 0.5f * image_width;
+        c[1] = (o[1] + 1.f) * 0.5f * image_height;
+      }
       if (logits)
         std::memcpy(logits + (static_cast<int64_t>(r) * cfg_.num_points + p) * (per - 2), o + 2,
                     static_cast<size_t>(per - 2) * sizeof(float));

@@ -45,6 +45,13 @@ class PointHead {
   // (unpadded) image; logits (rows, num_points, num_classes + 1) or null. `scratch` holds scratch_floats(rows).
   void predict(const float* hidden, int rows, float image_width, float image_height, float* corners, float* logits,
                float* scratch) const;
+  // predict() in two halves, for rows of several images at once (the step batcher): mlp() runs the LN + MLP over
+  // `rows` (scratch as predict) and returns its (rows, mlp_outputs()) result, which lives in `scratch`;
+  // to_corners() scales rows of it to one image (corners or logits may be null).
+  const float* mlp(const float* hidden, int rows, float* scratch) const;
+  int mlp_outputs() const noexcept { return out_dim_; }
+  void to_corners(const float* mlp_out, int rows, float image_width, float image_height, float* corners,
+                  float* logits) const;
   // Convenience overload that allocates its scratch (not for per-token loops).
   void predict(const float* hidden, int rows, float image_width, float image_height, float* corners,
                float* logits) const;

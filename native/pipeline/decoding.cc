@@ -143,34 +143,39 @@ DecodeResult greedy_decode(runtime::DecoderSession& session, const DecodeInput& 
     tok = static_cast<int32_t>(std::max_element(logp.begin(), logp.end()) - logp.begin());
     lp = logp[tok];
   }
-  // Step cur writes the word chosen from position cur-1; feeding it gives its corners (and the next choice).
-  for (int cur = 1; cur < o.max_length - 1; ++cur) {
+  // Slot cur takes the word chosen from position cur-1 (the loop ends at EOS); feeding the word gives its corners
+  // and the next choice. The backend drives the steps (DecoderSession::run_greedy), slots 1 .. max_length-2; the
+  // last one needs only the corners.
+  int cur = 1;
+  auto take = [&]() {
     total += lp;
     r.sequence.push_back(tok);
     if (tok == o.eos_id) {
       ended = true;
-      break;
+      return false;
     }
     r.tokens.push_back(tok);
+    return true;
+  };
+  const int steps = o.max_length - 2;
+  if (steps >= 1 && take()) {
     check_cancel(cancel);
-    float* corners = r.corners.data() + static_cast<size_t>(cur) * np2;
-    int32_t next = 0;
-    float next_lp = 0.f;
-    if (cur + 1 < o.max_length - 1) {
-      runtime::GreedyStep g = session.step_greedy(&tok, nullptr, o.eos_id);
-      std::copy(g.corners.begin(), g.corners.begin() + np2, corners);
-      next = g.tokens[0];
-      next_lp = g.logprobs[0];
-    } else {  // the last writable slot: only the corners of this word are needed
-      runtime::DecoderOutputs last;
-      last.corners = corners;
-      session.step(&tok, last);
-    }
-    TokenEvent e = make_event(static_cast<int>(r.tokens.size()) - 1, tok, lp, corners, o.num_points);
-    r.events.push_back(e);
-    if (on_token) on_token(e);
-    tok = next;
-    lp = next_lp;
+    session.run_greedy(
+        &tok, steps, o.eos_id,
+        [&](const runtime::GreedyStep& g, int32_t* feed) {
+          float* corners = r.corners.data() + static_cast<size_t>(cur) * np2;
+          std::copy(g.corners.begin(), g.corners.begin() + np2, corners);
+          TokenEvent e = make_event(static_cast<int>(r.tokens.size()) - 1, tok, lp, corners, o.num_points);
+          r.events.push_back(e);
+          if (on_token) on_token(e);
+          if (++cur > steps) return false;
+          tok = g.tokens[0];
+          lp = g.logprobs[0];
+          if (!take()) return false;
+          feed[0] = tok;
+          return true;
+        },
+        cancel);
   }
   if (!ended) r.sequence.push_back(o.eos_id);  // the never-written last slot
   r.score = total / static_cast<float>(std::max<size_t>(r.tokens.size(), 1));

@@ -19,8 +19,10 @@
 // a DecoderSession belongs to one request (one thread at a time).
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -86,6 +88,17 @@ class DecoderSession {
   // Feeds `tokens` (as step) and picks the next token per row greedily from the logits of this step.
   // `previous` = the token fed (for the repeat cap); `finished[r]` != 0 forces eos with log-prob 0.
   virtual GreedyStep step_greedy(const int32_t* tokens, const uint8_t* finished, int32_t eos_id);
+
+  // Greedy decoding's steady state, driven by the backend: feeds `feed` (rows tokens) as step_greedy does, then
+  // calls next(step, feed) with the step's picks and corners; `next` writes the tokens to feed next into `feed`
+  // and returns true to go on, false to stop. At most max_steps steps; the last of them computes no logits (its
+  // step.tokens are eos_id, logprobs 0: only its corners are meant). `cancel` is checked before every step after
+  // the first (ABORTED); the caller checks it before. What `next` throws ends the loop and is rethrown here.
+  // `next` runs on a backend thread that may not be the caller's (the CPU backend's batching leader advances
+  // every concurrent greedy loop itself), never concurrently with itself; the caller is blocked meanwhile.
+  using GreedyNext = std::function<bool(const GreedyStep& step, int32_t* feed)>;
+  virtual void run_greedy(int32_t* feed, int max_steps, int32_t eos_id, const GreedyNext& next,
+                          const std::atomic<bool>& cancel);
 
  protected:
   // For the default step_greedy: sizes of one row's logits and corners.
@@ -214,6 +227,28 @@ inline GreedyStep DecoderSession::step_greedy(const int32_t* tokens, const uint8
     out.logprobs[r] = static_cast<float>(-std::log(sum));
   }
   return out;
+}
+
+// ---- default greedy loop (one step_greedy / step per token on the calling thread) -------------------------------
+inline void DecoderSession::run_greedy(int32_t* feed, int max_steps, int32_t eos_id, const GreedyNext& next,
+                                       const std::atomic<bool>& cancel) {
+  const int n = rows();
+  for (int i = 0; i < max_steps; ++i) {
+    if (i > 0 && cancel.load(std::memory_order_relaxed))
+      core::fail(core::ErrorCode::Aborted, "generation cancelled");
+    GreedyStep g;
+    if (i + 1 < max_steps) {
+      g = step_greedy(feed, nullptr, eos_id);
+    } else {  // the last step: its corners only
+      g.tokens.assign(n, eos_id);
+      g.logprobs.assign(n, 0.f);
+      g.corners.resize(static_cast<size_t>(n) * corner_values());
+      DecoderOutputs o;
+      o.corners = g.corners.data();
+      step(feed, o);
+    }
+    if (!next(g, feed)) return;
+  }
 }
 
 }  // namespace pixelllm::runtime

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -260,5 +261,127 @@ TEST(step_batcher_cancel_one) {
     s->prefill(reqs[0].visual.data(), 1, &one, 1, &c.bos, 1, hw.data(), out);
     const int32_t bad = c.decoder->vocab_size();
     CHECK_THROWS_CODE(s->step(&bad, out), InvalidText, "vocabulary");
+  }
+}
+
+namespace {
+
+// A session whose greedy loop is DecoderSession's default (one step_greedy / step per token on the calling
+// thread, what the TensorRT backend runs), over a CPU session for everything else.
+class DefaultLoopSession final : public runtime::DecoderSession {
+ public:
+  DefaultLoopSession(std::unique_ptr<runtime::DecoderSession> inner, int vocab, int corners)
+      : inner_(std::move(inner)), vocab_(vocab), corners_(corners) {}
+  void prefill(const float* visual, int rows, const int32_t* context, int n_context, const int32_t* text, int n_text,
+               const float* image_hw, const runtime::DecoderOutputs& out) override {
+    inner_->prefill(visual, rows, context, n_context, text, n_text, image_hw, out);
+  }
+  void step(const int32_t* tokens, const runtime::DecoderOutputs& out) override { inner_->step(tokens, out); }
+  void reorder(const int32_t* parents) override { inner_->reorder(parents); }
+  int position() const override { return inner_->position(); }
+  int rows() const override { return inner_->rows(); }
+  runtime::GreedyStep step_greedy(const int32_t* tokens, const uint8_t* finished, int32_t eos_id) override {
+    return inner_->step_greedy(tokens, finished, eos_id);
+  }
+
+ protected:
+  int vocab_size() const override { return vocab_; }
+  int corner_values() const override { return corners_; }
+
+ private:
+  std::unique_ptr<runtime::DecoderSession> inner_;
+  int vocab_, corners_;
+};
+
+}  // namespace
+
+// The CPU backend's greedy loop (run by the step batcher) == DecoderSession's default loop, bit for bit for a lone
+// request (both step through the batch-1 path), at full length and at the shortest lengths (max_length 3: the one
+// step is the corners-only last step; 2: no step at all).
+TEST(greedy_loop_cpu_equals_default) {
+  for (const char* name : kCases) {
+    TextCase c;
+    if (!load_case(name, c)) continue;
+    Decoding d(c);
+    std::atomic<bool> no_cancel{false};
+    for (int max_len : {c.max_len, 4, 3, 2}) {
+      for (int i = 0; i < 2; ++i) {
+        Request r = make_request(d, i, false);
+        r.o.max_length = max_len;
+        auto cpu = d.backend.new_session(pipeline::decode_limits(r.in, r.o));
+        std::vector<pipeline::TokenEvent> seen;
+        const pipeline::DecodeResult got =
+            pipeline::generate(*cpu, r.in, r.o, [&](const pipeline::TokenEvent& e) { seen.push_back(e); }, no_cancel);
+        DefaultLoopSession def(d.backend.new_session(pipeline::decode_limits(r.in, r.o)), c.decoder->vocab_size(),
+                               2 * c.points->num_points());
+        const pipeline::DecodeResult want = pipeline::generate(def, r.in, r.o, nullptr, no_cancel);
+        const std::string what = std::string(name) + " max_length " + std::to_string(max_len);
+        CHECK(got.sequence == want.sequence);
+        CHECK(got.corners == want.corners);
+        CHECK_EQ(got.score, want.score);
+        CHECK_EQ(seen.size(), got.events.size());
+        for (size_t k = 0; k < seen.size() && k < got.events.size(); ++k) {
+          CHECK_EQ(seen[k].token, got.events[k].token);
+          CHECK_EQ(seen[k].logprob, want.events[k].logprob);
+        }
+        CHECK(got.tokens.size() <= static_cast<size_t>(std::max(max_len - 2, 0)));
+      }
+    }
+  }
+}
+
+// A greedy loop whose callback throws ends alone, with the callback's exception; the loops batched with it
+// finish with the sequential results. The compute lock is held while the threads queue, so the loops share
+// batches (the leader runs every loop's callback, whichever thread it is).
+TEST(greedy_loop_callback_error_ends_only_its_loop) {
+  for (const char* name : kCases) {
+    TextCase c;
+    if (!load_case(name, c)) continue;
+    Decoding d(c);
+    constexpr int kN = 4;
+    std::vector<Request> reqs;
+    for (int i = 0; i < kN; ++i) reqs.push_back(make_request(d, i, false));
+    std::vector<pipeline::DecodeResult> want(kN), got(kN);
+    std::atomic<bool> no_cancel{false};
+    for (int i = 0; i < kN; ++i) {
+      auto s = d.backend.new_session(pipeline::decode_limits(reqs[i].in, reqs[i].o));
+      want[i] = pipeline::generate(*s, reqs[i].in, reqs[i].o, nullptr, no_cancel);
+    }
+    if (want[2].tokens.size() < 2) continue;  // the failing request needs a second word
+    std::vector<std::string> errors(kN);
+    std::vector<int> calls(kN, 0);
+    const auto before = d.backend.batcher().stats();
+    std::unique_lock<std::mutex> hold(d.compute);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kN; ++i)
+      threads.emplace_back([&, i] {
+        try {
+          auto s = d.backend.new_session(pipeline::decode_limits(reqs[i].in, reqs[i].o));
+          got[i] = pipeline::generate(*s, reqs[i].in, reqs[i].o,
+                                      [&](const pipeline::TokenEvent&) {
+                                        if (++calls[i] == 2 && i == 2) throw std::runtime_error("listener failed");
+                                      },
+                                      no_cancel);
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+      });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    hold.unlock();
+    for (auto& t : threads) t.join();
+    const auto after = d.backend.batcher().stats();
+    CHECK(after.max_batch_rows >= 2);
+    std::cout << "  " << name << ": " << (after.batches - before.batches) << " batches, "
+              << (after.handoffs - before.handoffs) << " hand-offs\n";
+    for (int i = 0; i < kN; ++i) {
+      if (i == 2) {
+        CHECK_EQ(errors[i], std::string("listener failed"));
+        CHECK_EQ(calls[i], 2);  // no callback after the one that threw
+        continue;
+      }
+      CHECK_EQ(errors[i], std::string());
+      CHECK_EQ(static_cast<size_t>(calls[i]), want[i].events.size());
+      check_same(got[i], want[i], std::string(name) + " request " + std::to_string(i));
+    }
   }
 }

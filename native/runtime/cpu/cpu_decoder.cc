@@ -6,13 +6,10 @@
 #include <vector>
 
 #include "core/error.h"
-#include "cpu/softmax.h"
 
 namespace pixelllm::runtime::cpu {
 
 namespace {
-
-constexpr float kRepeatLogit = -10000.f;  // official greedy: the previous token's logit is capped at -1e4
 
 // "No context" is one 0 token (backend.h); the model takes null for it.
 const int32_t* model_context(const int32_t* context, int& n_context) {
@@ -112,27 +109,45 @@ GreedyStep CpuDecoderSession::step_greedy(const int32_t* tokens, const uint8_t* 
       g.logprobs[r] = 0.f;
       continue;
     }
-    float* row = logits_.data() + static_cast<size_t>(r) * V;
-    const int32_t prev = tokens[r];
-    if (prev >= 0 && prev < V) row[prev] = std::min(row[prev], kRepeatLogit);
-    pixelllm::cpu::log_softmax(row, V, logp_.data());
-    const int best = static_cast<int>(std::max_element(logp_.begin(), logp_.end()) - logp_.begin());
-    g.tokens[r] = best;
-    g.logprobs[r] = logp_[best];
+    const GreedyPick p = pick_greedy(logits_.data() + static_cast<size_t>(r) * V, V, tokens[r], logp_.data());
+    g.tokens[r] = p.token;
+    g.logprobs[r] = p.logprob;
   }
   return g;
 }
 
-void CpuDecoderSession::run_step(const int32_t* tokens, const DecoderOutputs& out, int slot, int stride) {
+void CpuDecoderSession::run_greedy(int32_t* feed, int max_steps, int32_t eos_id, const GreedyNext& next,
+                                   const std::atomic<bool>& cancel) {
+  PIXELLLM_CHECK(feed != nullptr && static_cast<bool>(next), InvalidArgument, "run_greedy: null feed or callback");
+  if (max_steps <= 0) return;
+  check_step(feed);
+  GreedyStep g;
+  g.tokens.resize(rows_);
+  g.logprobs.resize(rows_);
+  g.corners.resize(static_cast<size_t>(rows_) * corner_values());
+  StepBatcher::Job job;
+  job.state = state_.get();
+  job.logits = logits_.data();
+  job.hidden = hidden_.data();
+  job.corners = g.corners.data();
+  job.point_scratch = scratch_.data();
+  job.image_w = image_w_;
+  job.image_h = image_h_;
+  StepBatcher::Greedy loop;
+  loop.feed = feed;
+  loop.max_steps = max_steps;
+  loop.max_text = lim_.max_text;
+  loop.eos_id = eos_id;
+  loop.next = &next;
+  loop.cancel = &cancel;
+  loop.step = &g;
+  loop.logp = logp_.data();
+  batcher_->run_greedy(job, loop);
+}
+
+void CpuDecoderSession::check_step(const int32_t* tokens) const {
+  const int V = d_.vocab_size();
   PIXELLLM_CHECK(rows_ > 0, InvalidArgument, "decoder step before prefill");
-  const int V = d_.vocab_size(), D = d_.hidden_size();
-  const int nc = ph_.num_points() * 2, npl = ph_.num_points() * ph_.logits_per_point();
-  const bool direct = stride == 1;
-  float* logits = out.logits == nullptr ? nullptr : direct ? out.logits : logits_.data();
-  float* hidden = direct && out.hidden != nullptr ? out.hidden : hidden_.data();
-  float* corners = direct && out.corners != nullptr ? out.corners : corners_.data();
-  float* plog = out.point_logits == nullptr ? nullptr : direct ? out.point_logits : point_logits_.data();
-  // This request's checks before it joins a batch (a bad request must not fail the others).
   PIXELLLM_CHECK(tokens != nullptr, InvalidArgument, "decoder step: null tokens");
   PIXELLLM_CHECK(state_->position() < lim_.max_text, LimitExceeded,
                  "decoder step: text position " + std::to_string(state_->position()) + " beyond the session's " +
@@ -141,6 +156,17 @@ void CpuDecoderSession::run_step(const int32_t* tokens, const DecoderOutputs& ou
     PIXELLLM_CHECK(tokens[r] >= 0 && tokens[r] < V, InvalidText,
                    "decoder step: token " + std::to_string(tokens[r]) + " outside the vocabulary [0, " +
                        std::to_string(V) + ")");
+}
+
+void CpuDecoderSession::run_step(const int32_t* tokens, const DecoderOutputs& out, int slot, int stride) {
+  check_step(tokens);
+  const int V = d_.vocab_size(), D = d_.hidden_size();
+  const int nc = ph_.num_points() * 2, npl = ph_.num_points() * ph_.logits_per_point();
+  const bool direct = stride == 1;
+  float* logits = out.logits == nullptr ? nullptr : direct ? out.logits : logits_.data();
+  float* hidden = direct && out.hidden != nullptr ? out.hidden : hidden_.data();
+  float* corners = direct && out.corners != nullptr ? out.corners : corners_.data();
+  float* plog = out.point_logits == nullptr ? nullptr : direct ? out.point_logits : point_logits_.data();
   StepBatcher::Job job;
   job.state = state_.get();
   job.tokens = tokens;

@@ -37,12 +37,18 @@ class CpuDecoderSession final : public DecoderSession {
   int rows() const override { return rows_; }
   // The default's rules with the session's buffers and the reference decode's log-softmax.
   GreedyStep step_greedy(const int32_t* tokens, const uint8_t* finished, int32_t eos_id) override;
+  // The whole loop through the batcher (StepBatcher::run_greedy): concurrent greedy loops are advanced by the
+  // batch's leader, with no thread hand-off per token.
+  void run_greedy(int32_t* feed, int max_steps, int32_t eos_id, const GreedyNext& next,
+                  const std::atomic<bool>& cancel) override;
 
  protected:
   int vocab_size() const override { return d_.vocab_size(); }
   int corner_values() const override { return ph_.num_points() * 2; }
 
  private:
+  // This request's checks of a step, before it joins a batch (a bad request must not fail the others).
+  void check_step(const int32_t* tokens) const;
   // Feeds tokens (rows) at the current position; writes the outputs of row r to slot r * stride + slot.
   void run_step(const int32_t* tokens, const DecoderOutputs& out, int slot, int stride);
 
