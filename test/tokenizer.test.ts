@@ -51,6 +51,38 @@ describe('TextTokenizer (BERT WordPiece, agreement with HF tokenizers)', () => {
     });
   }
 
+  // The stream decodes a window of the last ids (lib/tokenizer.ts TokenTextStream): its pieces must still add up to
+  // the decode of every prefix, for long random sequences of words, punctuation, apostrophes, "##" continuations
+  // and special tokens, with and without the transformers clean-up of spaces.
+  for (const cleanUp of [false, true]) {
+    it(`streams long random sequences exactly as whole decodes (clean-up ${cleanUp})`, () => {
+      const t = TextTokenizer.fromJSON(JSON.parse(readFileSync(path.join(DIR, 'tokenizer.json'), 'utf8')), {
+        clean_up_tokenization_spaces: cleanUp,
+      });
+      let seed = 12345;
+      const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+      const apostrophe = t.tokenToId("'")!, s = t.tokenToId('s')!, dot = t.tokenToId('.')!;
+      for (let trial = 0; trial < 40; ++trial) {
+        const stream = t.stream();
+        const ids: number[] = [];
+        for (let i = 0; i < 60; ++i) {
+          const r = rand();
+          // Biased towards the ids whose clean-up reaches back (" ' s" -> "'s", " ." -> ".").
+          const id = r < 0.1 ? apostrophe : r < 0.2 ? s : r < 0.25 ? dot : Math.floor(rand() * expected.vocab_size);
+          ids.push(id);
+          const before = stream.value;
+          const piece = stream.push(id);
+          const want = t.decode(ids);
+          const where = `trial ${trial}, ids ${JSON.stringify(ids)}`;
+          assert.equal(stream.value, want, where);
+          // The piece is the new tail: what follows the text both decodes share (all of it without clean-up).
+          assert.ok(want.endsWith(piece) && before.startsWith(want.slice(0, want.length - piece.length)), where);
+          if (!cleanUp) assert.equal(before + piece, want, where);
+        }
+      }
+    });
+  }
+
   it('gives special tokens no text when streaming', () => {
     const stream = tok.stream();
     assert.equal(stream.push(expected.cls_id), '');

@@ -135,8 +135,10 @@ class Pipeline {
   // LIMIT_EXCEEDED.
   virtual std::shared_ptr<const ImageFeatures> encode(const Image& image) = 0;
 
-  // Caption / Refer / Describe. `on_token` is called once per token, in order, from the calling thread, before
-  // generate returns; `cancel` is polled at least once per decode step: when set, throws ABORTED.
+  // Caption / Refer / Describe. `on_token` is called once per token, in order, before generate returns, while the
+  // calling thread waits: from the calling thread or from another request's thread (the CPU backend's step
+  // batcher advances every concurrent greedy decode from the thread that leads the batch), never two at once for
+  // one request. `cancel` is polled at least once per decode step: when set, throws ABORTED.
   // Throws INVALID_BOX, INVALID_TEXT (bad token ids / lengths), LIMIT_EXCEEDED, ABORTED.
   virtual GenerateResult generate(const ImageFeatures& features, const GenerateRequest& request,
                                   const std::function<void(const TokenEvent&)>& on_token,
