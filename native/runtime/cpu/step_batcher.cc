@@ -5,6 +5,8 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
+#include "cpu/gemm.h"
 #include "cpu/softmax.h"
 
 namespace pixelllm::runtime::cpu {
@@ -126,6 +128,7 @@ void StepBatcher::lead(std::unique_lock<std::mutex>& lock, Entry& self) {
     } catch (...) {
       error = std::current_exception();
     }
+    if (!error) pick_all(batch);
     for (Entry* e : batch) {
       e->requeue = false;
       if (error)
@@ -151,24 +154,43 @@ void StepBatcher::lead(std::unique_lock<std::mutex>& lock, Entry& self) {
   }
 }
 
+// The greedy picks of a batch's loops (pure, each into its own GreedyStep), spread over the pool when the rows'
+// logits are large (official vocabulary: a log-softmax over 30522 logits is ~0.1 ms per row).
+void StepBatcher::pick_all(const std::vector<Entry*>& batch) const {
+  const int V = d_.vocab_size();
+  auto pick = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const Entry& e = *batch[i];
+      if (e.greedy == nullptr) continue;
+      const Greedy& g = *e.greedy;
+      const Job& j = e.job;
+      GreedyStep& out = *g.step;
+      if (j.logits == nullptr) {  // the last step: corners only
+        std::fill(out.tokens.begin(), out.tokens.end(), g.eos_id);
+        std::fill(out.logprobs.begin(), out.logprobs.end(), 0.f);
+        continue;
+      }
+      for (int r = 0; r < j.state->num_sequences(); ++r) {
+        const GreedyPick p = pick_greedy(j.logits + static_cast<size_t>(r) * V, V, g.feed[r], g.logp);
+        out.tokens[r] = p.token;
+        out.logprobs[r] = p.logprob;
+      }
+    }
+  };
+  std::shared_ptr<core::ThreadPool> pool = pixelllm::cpu::blas_pool();
+  if (pool && pool->size() > 1 && batch.size() > 1 && static_cast<double>(V) * batch.size() >= kSplitPickLogits)
+    pool->parallel_for(static_cast<int64_t>(batch.size()), pick);
+  else
+    pick(0, static_cast<int64_t>(batch.size()));
+}
+
 void StepBatcher::advance_greedy(Entry& e) const {
   const Greedy& g = *e.greedy;
   Job& j = e.job;
   const int rows = j.state->num_sequences(), V = d_.vocab_size();
   try {
     ++e.steps;
-    GreedyStep& out = *g.step;
-    if (j.logits != nullptr) {
-      for (int r = 0; r < rows; ++r) {
-        const GreedyPick p = pick_greedy(j.logits + static_cast<size_t>(r) * V, V, g.feed[r], g.logp);
-        out.tokens[r] = p.token;
-        out.logprobs[r] = p.logprob;
-      }
-    } else {
-      std::fill(out.tokens.begin(), out.tokens.end(), g.eos_id);
-      std::fill(out.logprobs.begin(), out.logprobs.end(), 0.f);
-    }
-    if (!(*g.next)(out, g.feed) || e.steps >= g.max_steps) return;
+    if (!(*g.next)(*g.step, g.feed) || e.steps >= g.max_steps) return;
     // The next step's checks, before it joins a batch (a bad request must not fail the others).
     PIXELLLM_CHECK(!g.cancel->load(std::memory_order_relaxed), Aborted, "generation cancelled");
     PIXELLLM_CHECK(j.state->position() < g.max_text, LimitExceeded,

@@ -128,7 +128,9 @@ class StepBatcher {
   void lead(std::unique_lock<std::mutex>& lock, Entry& self);
   bool regrouped() const;  // every still-decoding member of the last batch is queued again (mu_ held)
   void execute(const std::vector<Entry*>& batch);
-  void advance_greedy(Entry& e) const;  // leader, after the batch: pick, callback, checks; sets e.requeue / error
+  void pick_all(const std::vector<Entry*>& batch) const;  // leader, after the batch: the greedy loops' picks
+  void advance_greedy(Entry& e) const;  // leader, after the picks: callback, checks; sets e.requeue / error
+  static constexpr double kSplitPickLogits = 65536;  // picks over the pool from this many logits in a batch
 
   const model::TextDecoder& d_;
   const model::PointHead& ph_;
