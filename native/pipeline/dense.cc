@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <exception>
 #include <string>
+#include <thread>
 
 #include "core/error.h"
 #include "pipeline/decoding.h"
@@ -97,19 +99,46 @@ std::vector<DenseItem> run_dense(const TaskModel& m, const DenseModel& d, const 
   dopt.vocab_size = m.vocab_size;
   dopt.num_points = m.num_points;
   in.visual = visual.data();
-  auto session = m.backend->text_decoder->new_session(decode_limits(in, dopt));
+  // The boxes' captions run side by side on up to kDenseCaptionThreads threads (this one included), each with its
+  // own session taking the next box: on the CPU backend their decode steps share batches (runtime/cpu/
+  // step_batcher.h), so every weight is read once per step for all of them instead of once per box. The first
+  // failure stops the others before their next box and is rethrown (ABORTED when `cancel` was set).
   std::vector<float> rank(k);
   items.resize(k);
-  for (int i = 0; i < k; ++i) {
-    check_cancel();
-    in.visual = visual.data() + per * i;
-    DecodeResult r = greedy_decode(*session, in, dopt, nullptr, cancel);
-    items[i].box = g.to_orig(props[i].box);
-    items[i].score = props[i].score;
-    items[i].tokens = std::move(r.tokens);
-    items[i].caption_score = r.score;
-    rank[i] = std::sqrt(std::max(props[i].score, 0.f) * std::exp(r.score));
+  std::atomic<int> next{0};
+  std::atomic<bool> failed{false};
+  const int workers = std::min(k, kDenseCaptionThreads);
+  std::vector<std::exception_ptr> errors(workers);
+  auto work = [&](int w) {
+    try {
+      auto session = m.backend->text_decoder->new_session(decode_limits(in, dopt));
+      DecodeInput mine = in;
+      for (int i = next++; i < k && !failed.load(); i = next++) {
+        check_cancel();
+        mine.visual = visual.data() + per * i;
+        DecodeResult r = greedy_decode(*session, mine, dopt, nullptr, cancel);
+        items[i].box = g.to_orig(props[i].box);
+        items[i].score = props[i].score;
+        items[i].tokens = std::move(r.tokens);
+        items[i].caption_score = r.score;
+        rank[i] = std::sqrt(std::max(props[i].score, 0.f) * std::exp(r.score));
+      }
+    } catch (...) {
+      errors[w] = std::current_exception();
+      failed = true;
+    }
+  };
+  {
+    std::vector<std::thread> threads;
+    try {
+      for (int w = 1; w < workers; ++w) threads.emplace_back(work, w);
+    } catch (...) {  // no thread: the boxes left go to the threads that started
+    }
+    work(0);
+    for (std::thread& t : threads) t.join();
   }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
   std::vector<int> order(k);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return rank[a] > rank[b]; });

@@ -2,7 +2,7 @@
 // dense_caption` does it (evaluate.py runs it with the region context "an object of" + eos):
 //   fused features -> ProposalHeadBackend (heatmap, box regression) -> pipeline/nms.h (scores, boxes clipped to the
 //   resized image, top-k, greedy NMS) -> every kept box as a prompt (prompt adapter visual tokens) -> greedy
-//   caption with the request's context tokens (official rules, pipeline/decoding.h)
+//   caption with the request's context tokens (official rules, pipeline/decoding.h; the boxes side by side)
 //   -> items sorted by rank = sqrt(max(proposal score, 0) * exp(caption score)), stable (the official
 //   rescore_detections for greedy decoding), boxes mapped to original pixels.
 #pragma once
@@ -24,6 +24,9 @@ struct DenseModel {
   ProposalParams params;
   static DenseModel from_config(const core::Json& config);
 };
+
+// Box captions decoded side by side (run_dense): threads per dense call, this one included.
+constexpr int kDenseCaptionThreads = 8;
 
 // BACKEND_UNAVAILABLE without a proposal head (model or backend); INVALID_ARGUMENT / LIMIT_EXCEEDED /
 // INVALID_TEXT on bad options; ABORTED when `cancel` is set (checked before every box and decoder step).
