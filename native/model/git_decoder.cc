@@ -126,7 +126,7 @@ class GitDecoder::State final : public TextDecoderState {
 GitDecoder::GitDecoder(const GitDecoderConfig& c, const core::SafeTensors& w, cpu::WeightFormat format) : cfg_(c) {
   const int64_t d = c.hidden_size, v = c.vocab_size, ff = c.intermediate_size;
   const std::string p = "git_decoder.";
-  vis_w_ = w.get(p + "visual_projection.0.weight", {d, c.visual_dim});
+  vis_w_ = cpu::PackedWeight::pack(w.get(p + "visual_projection.0.weight", {d, c.visual_dim}), cpu::WeightFormat::f32);
   vis_b_ = w.get(p + "visual_projection.0.bias", {d});
   vis_ln_g_ = w.get(p + "visual_projection.1.weight", {d});
   vis_ln_b_ = w.get(p + "visual_projection.1.bias", {d});
@@ -222,7 +222,7 @@ void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visu
 
   const int P = n_visual + n_context;
   float* x = s.b.x.data();
-  cpu::linear(visual, n_visual, cfg_.visual_dim, vis_w_.data(), vis_b_.data(), d, x);
+  cpu::linear(visual, n_visual, vis_w_, vis_b_.data(), x);
   cpu::layer_norm(x, n_visual, d, vis_ln_g_.data(), vis_ln_b_.data(), cfg_.visual_ln_eps, x);
   if (n_context > 0) embed(context, n_context, 0, x + static_cast<int64_t>(n_visual) * d);
   uint8_t* valid = s.prefix.valid();

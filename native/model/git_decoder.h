@@ -86,7 +86,8 @@ class GitDecoder final : public TextDecoder {
   void finish_layer(const Layer& layer, Rows& b, int rows) const;
 
   GitDecoderConfig cfg_;
-  core::Tensor vis_w_, vis_b_, vis_ln_g_, vis_ln_b_;
+  cpu::PackedWeight vis_w_;  // float32 panels in either weight format (prefill only: no bytes to save per step)
+  core::Tensor vis_b_, vis_ln_g_, vis_ln_b_;
   core::Tensor word_, pos_, emb_ln_g_, emb_ln_b_;
   std::vector<Layer> layers_;
   cpu::PackedWeight out_w_;
