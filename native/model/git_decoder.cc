@@ -219,6 +219,10 @@ void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visu
                  "git_decoder: num_sequences " + std::to_string(num_sequences) + " outside 1.." +
                      std::to_string(s.limits.max_sequences));
   check_tokens(context, n_context, cfg_.vocab_size, "context");
+  // Trailing padding (id 0, e.g. the mask path's context padded to the official row length) is masked as a key
+  // for every row and its own rows are never read: leaving it out of the prefix changes no result (up to float
+  // summation order in the prefix attention) and saves its rows (demo refer + mask: 96 context slots, ~10 used).
+  while (n_context > 0 && context[n_context - 1] == 0) --n_context;
 
   const int P = n_visual + n_context;
   float* x = s.b.x.data();
@@ -277,13 +281,17 @@ void GitDecoder::check_step(const State& s, const int32_t* tokens) const {
 }
 
 void GitDecoder::attend_text_row(int li, State& s, int r, float* q, float* ctx) const {
-  const int d = cfg_.hidden_size, hd = d / cfg_.num_heads, pos = s.position();
+  const int d = cfg_.hidden_size;
+  s.seqs[r].write(li, s.position(), q + d, q + 2 * d);
+  attend_text(li, s, r, s.position(), q, ctx, s.scores.data());
+}
+
+void GitDecoder::attend_text(int li, State& s, int r, int pos, float* q, float* ctx, float* sc) const {
+  const int d = cfg_.hidden_size, hd = d / cfg_.num_heads;
   const int P = s.prefix.length();
   const uint8_t* pvalid = s.prefix.valid();
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  float* sc = s.scores.data();
   runtime::KvCache& kv = s.seqs[r];
-  kv.write(li, pos, q + d, q + 2 * d);
   for (int h = 0; h < cfg_.num_heads; ++h) {
     float* qh = q + h * hd;
     cpu::vec::scale(qh, scale, hd);
@@ -325,6 +333,59 @@ void GitDecoder::step(TextDecoderState& base, const int32_t* tokens, float* logi
   s.set_position(pos + 1);
   if (hidden) std::memcpy(hidden, x, static_cast<size_t>(n) * d * sizeof(float));
   if (logits) cpu::linear(x, n, out_w_, out_b_.data(), logits);
+}
+
+void GitDecoder::step_block(TextDecoderState& base, const int32_t* tokens, int n, float* logits,
+                            float* hidden) const {
+  State& s = static_cast<State&>(base);
+  PIXELLLM_CHECK(s.num_sequences() >= 1, Internal, "git_decoder: step before prefill");
+  PIXELLLM_CHECK(n >= 1, InvalidArgument, "git_decoder: step_block needs n >= 1");
+  const int ns = s.num_sequences(), pos = s.position(), d = cfg_.hidden_size;
+  PIXELLLM_CHECK(n <= s.limits.max_text - pos, LimitExceeded,
+                 "git_decoder: " + std::to_string(n) + " text tokens from position " + std::to_string(pos) +
+                     " beyond the state's max_text " + std::to_string(s.limits.max_text));
+  check_tokens(tokens, ns * n, cfg_.vocab_size, "text");
+  const int rows = ns * n;
+  std::unique_ptr<Rows> own;
+  Rows* b = &s.b;
+  if (b->x.shape()[0] < rows) {
+    own = std::make_unique<Rows>(cfg_, rows);
+    b = own.get();
+  }
+  float* x = b->x.data();
+  for (int r = 0; r < ns; ++r)
+    embed(tokens + static_cast<int64_t>(r) * n, n, pos, x + static_cast<int64_t>(r) * n * d);
+  // Scores of each row (prefix + its causal text keys): one buffer per row, so the rows attend in parallel.
+  const int64_t ld = s.prefix.length() + pos + n;
+  std::vector<float> scores(static_cast<size_t>(rows) * ld);
+  std::shared_ptr<core::ThreadPool> pool = cpu::blas_pool();
+  for (int li = 0; li < cfg_.num_layers; ++li) {
+    const Layer& L = layers_[li];
+    float* qkv = b->qkv.data();
+    cpu::linear(x, rows, L.qkv_w, L.qkv_b.data(), qkv);
+    for (int row = 0; row < rows; ++row) {  // the block's K/V first: row (r, i) sits at position pos + i
+      const float* q = qkv + static_cast<int64_t>(row) * 3 * d;
+      s.seqs[row / n].write(li, pos + row % n, q + d, q + 2 * d);
+    }
+    auto attend = [&](int64_t r0, int64_t r1) {
+      for (int64_t row = r0; row < r1; ++row)
+        attend_text(li, s, static_cast<int>(row / n), pos + static_cast<int>(row % n), qkv + row * 3 * d,
+                    b->ctx.data() + row * d, scores.data() + row * ld);
+    };
+    if (pool && pool->size() > 1 && rows > 1)
+      pool->parallel_for(rows, attend);
+    else
+      attend(0, rows);
+    finish_layer(L, *b, rows);
+  }
+  for (int r = 0; r < ns; ++r) {
+    runtime::KvCache& kv = s.seqs[r];
+    for (int i = 0; i < n; ++i) kv.valid()[pos + i] = 1;
+    kv.set_length(pos + n);
+  }
+  s.set_position(pos + n);
+  if (hidden) std::memcpy(hidden, x, static_cast<size_t>(rows) * d * sizeof(float));
+  if (logits) cpu::linear(x, rows, out_w_, out_b_.data(), logits);
 }
 
 std::unique_ptr<TextDecoderWorkspace> GitDecoder::new_workspace(int max_rows) const {
@@ -406,7 +467,7 @@ void GitDecoder::reorder(TextDecoderState& base, const int* parents) const {
 void GitDecoder::forward(const float* visual, int n_visual, const int32_t* context, int n_context,
                          const int32_t* tokens, int n_tokens, float* logits, float* hidden) const {
   // Text rows attend to the prefix and causally to text, and prefix rows never see text, so the official full
-  // pass equals prefill + one step per token (row by row).
+  // pass equals prefill + one step per token, which step_block runs as one pass over the text rows.
   TextDecoderLimits lim;
   lim.max_visual = n_visual;
   lim.max_context = context ? n_context : 0;
@@ -414,10 +475,7 @@ void GitDecoder::forward(const float* visual, int n_visual, const int32_t* conte
   lim.max_sequences = 1;
   auto state = new_state(lim);
   prefill(*state, visual, n_visual, context, n_context, 1);
-  const int d = cfg_.hidden_size;
-  for (int i = 0; i < n_tokens; ++i)
-    step(*state, tokens + i, logits ? logits + static_cast<int64_t>(i) * cfg_.vocab_size : nullptr,
-         hidden ? hidden + static_cast<int64_t>(i) * d : nullptr);
+  step_block(*state, tokens, n_tokens, logits, hidden);
 }
 
 }  // namespace pixelllm::model

@@ -55,6 +55,9 @@ class GitDecoder final : public TextDecoder {
   void prefill(TextDecoderState& state, const float* visual, int n_visual, const int32_t* context, int n_context,
                int num_sequences) const override;
   void step(TextDecoderState& state, const int32_t* tokens, float* logits, float* hidden) const override;
+  // All n text rows per sequence through each layer at once (one GEMM per projection), K/V written for the
+  // whole block before each row attends to the prefix and to the text rows up to its own.
+  void step_block(TextDecoderState& state, const int32_t* tokens, int n, float* logits, float* hidden) const override;
   std::unique_ptr<TextDecoderWorkspace> new_workspace(int max_rows) const override;
   // One GEMM per projection per layer over the rows of every state, attention per row over its own caches.
   void step_rows(TextDecoderState* const* states, int count, const int32_t* tokens, float* logits, float* hidden,
@@ -82,6 +85,9 @@ class GitDecoder final : public TextDecoder {
   // Self-attention of text row `r` of `state` at its position for layer li: writes its K/V into the row's cache
   // and ctx (D) from the prefix + text caches. q: the row's fused (3D) projection (q is scaled in place).
   void attend_text_row(int li, State& state, int r, float* q, float* ctx) const;
+  // The attention half of it for text position `pos` of row r, whose K/V (and those of the positions before it)
+  // are in the cache: scores (prefix + pos + 1 floats) is the caller's scratch.
+  void attend_text(int li, State& state, int r, int pos, float* q, float* ctx, float* scores) const;
   // Post-attention half of a BERT layer over `rows` rows: x := LN2(a + FFN(a)), a = LN1(x + dense(ctx)).
   void finish_layer(const Layer& layer, Rows& b, int rows) const;
 

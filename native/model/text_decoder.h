@@ -12,8 +12,10 @@
 // All methods are const on the decoder (immutable weights, shareable across threads); the state is per request.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace pixelllm::model {
 
@@ -66,6 +68,14 @@ class TextDecoder {
   // LIMIT_EXCEEDED when the position reaches max_text; INVALID_TEXT for ids outside the vocabulary.
   virtual void step(TextDecoderState& state, const int32_t* tokens, float* logits, float* hidden) const = 0;
 
+  // Teacher forcing in one pass: feeds n tokens to every sequence, at positions position() .. position() + n - 1
+  // (each attending to the prefix and causally to the text), then advances by n. tokens (num_sequences, n);
+  // logits (num_sequences, n, vocab) or null; hidden (num_sequences, n, D) or null. Equals n step() calls
+  // (git_decoder: bit for bit, one GEMM per projection over all n rows instead of n GEMVs). LIMIT_EXCEEDED when
+  // the n positions do not fit max_text; INVALID_TEXT as step(). Default: n step() calls (a failing one leaves
+  // the steps before it done; git_decoder checks everything first).
+  virtual void step_block(TextDecoderState& state, const int32_t* tokens, int n, float* logits, float* hidden) const;
+
   // Multi-request step: advances `count` states (distinct, each prefilled) by one token in one call. Rows are the
   // states' sequences in order (state 0's num_sequences rows first, ...): tokens (total rows), logits (total rows,
   // vocab) or null, hidden (total rows, D) or null. Each state keeps its own position, prefix and KV caches; the
@@ -86,6 +96,22 @@ class TextDecoder {
 };
 
 inline std::unique_ptr<TextDecoderWorkspace> TextDecoder::new_workspace(int) const { return nullptr; }
+
+inline void TextDecoder::step_block(TextDecoderState& state, const int32_t* tokens, int n, float* logits,
+                                    float* hidden) const {
+  const int ns = state.num_sequences();
+  const long long V = vocab_size(), D = hidden_size();
+  std::vector<int32_t> column(ns);
+  std::vector<float> l(logits ? static_cast<size_t>(ns * V) : 0), h(hidden ? static_cast<size_t>(ns * D) : 0);
+  for (int p = 0; p < n; ++p) {
+    for (int r = 0; r < ns; ++r) column[r] = tokens[static_cast<size_t>(r) * n + p];
+    step(state, column.data(), logits ? l.data() : nullptr, hidden ? h.data() : nullptr);
+    for (int r = 0; r < ns; ++r) {
+      if (logits) std::copy(l.begin() + r * V, l.begin() + (r + 1) * V, logits + (static_cast<long long>(r) * n + p) * V);
+      if (hidden) std::copy(h.begin() + r * D, h.begin() + (r + 1) * D, hidden + (static_cast<long long>(r) * n + p) * D);
+    }
+  }
+}
 
 inline void TextDecoder::step_rows(TextDecoderState* const* states, int count, const int32_t* tokens, float* logits,
                                    float* hidden, TextDecoderWorkspace*) const {

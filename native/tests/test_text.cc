@@ -109,3 +109,77 @@ TEST(text_t5_relative_buckets) {
     CHECK_EQ(model::T5::relative_bucket(rel[i], false, 32, 128), causal[i]);
   }
 }
+
+// step_block (teacher forcing in one pass) == one step() per position, from a mid-sequence position, with two
+// sequences fed different tokens; GIT runs it as one GEMM per projection over all rows (bit for bit the steps),
+// T5 through the interface's default (a loop of steps). Too many tokens for max_text are refused (by GIT before
+// any change; the default loop stops at the step that does not fit).
+TEST(text_step_block_equals_steps) {
+  for (const char* name : kCases) {
+    TextCase c;
+    if (!load_case(name, c)) continue;
+    const int V = c.decoder->vocab_size(), D = c.decoder->hidden_size();
+    model::TextDecoderLimits lim;
+    lim.max_visual = c.n_visual;
+    lim.max_context = static_cast<int>(c.context.size());
+    lim.max_text = 12;
+    lim.max_sequences = 2;
+    auto block = c.decoder->new_state(lim), steps = c.decoder->new_state(lim);
+    const int n = 9;
+    std::vector<int32_t> toks(2 * n);
+    for (int i = 0; i < 2 * n; ++i) toks[i] = (7 * i + 3) % V;
+    int32_t first[2] = {c.bos, c.bos};
+    for (auto* s : {block.get(), steps.get()}) {
+      c.decoder->prefill(*s, c.visual.data(), c.n_visual, c.context.data(), lim.max_context, 2);
+      c.decoder->step(*s, first, nullptr, nullptr);  // the block starts at position 1
+    }
+    std::vector<float> bl(size_t(2) * n * V), bh(size_t(2) * n * D);
+    c.decoder->step_block(*block, toks.data(), n, bl.data(), bh.data());
+    CHECK_EQ(block->position(), 1 + n);
+    double worst = 0;
+    for (int p = 0; p < n; ++p) {
+      std::vector<float> lg(size_t(2) * V), hd(size_t(2) * D);
+      int32_t col[2] = {toks[p], toks[n + p]};
+      c.decoder->step(*steps, col, lg.data(), hd.data());
+      for (int r = 0; r < 2; ++r)
+        for (int j = 0; j < V; ++j)
+          worst = std::max(worst, std::fabs(double(lg[size_t(r) * V + j]) - bl[(size_t(r) * n + p) * V + j]));
+      for (int r = 0; r < 2; ++r)
+        for (int j = 0; j < D; ++j)
+          worst = std::max(worst, std::fabs(double(hd[size_t(r) * D + j]) - bh[(size_t(r) * n + p) * D + j]));
+    }
+    std::cout << "  " << name << " step_block vs steps: max abs diff " << worst << "\n";
+    CHECK(worst <= 1e-5);
+    if (std::string(c.decoder->name()) == "git_decoder") CHECK_EQ(worst, 0.0);
+    // The next token continues from the block's position like from the steps'.
+    std::vector<float> a(size_t(2) * V), b(size_t(2) * V);
+    c.decoder->step(*block, first, a.data(), nullptr);
+    c.decoder->step(*steps, first, b.data(), nullptr);
+    CHECK(test::rel_l2(a.data(), b.data(), a.size()) <= 1e-6);
+    CHECK_THROWS_CODE(c.decoder->step_block(*block, toks.data(), 2, nullptr, nullptr), LimitExceeded, "max_text");
+    if (std::string(c.decoder->name()) == "git_decoder") CHECK_EQ(block->position(), 2 + n);  // checked first
+  }
+}
+
+// GIT: trailing context padding (id 0: masked as a key, rows never read) left out of the prefix gives the results
+// of the context without it (the mask path pads the context to the official row length).
+TEST(text_git_trailing_context_padding) {
+  for (const char* name : kCases) {
+    TextCase c;
+    if (!load_case(name, c)) continue;
+    if (std::string(c.decoder->name()) != "git_decoder") continue;
+    std::vector<int32_t> ctx(c.context);
+    while (!ctx.empty() && ctx.back() == 0) ctx.pop_back();
+    if (ctx.empty()) continue;
+    std::vector<int32_t> padded(ctx);
+    padded.resize(ctx.size() + 23, 0);
+    const int L = static_cast<int>(c.text.size()), V = c.decoder->vocab_size(), D = c.decoder->hidden_size();
+    std::vector<float> l1(size_t(L) * V), h1(size_t(L) * D), l2(l1.size()), h2(h1.size());
+    c.decoder->forward(c.visual.data(), c.n_visual, ctx.data(), int(ctx.size()), c.text.data(), L, l1.data(), h1.data());
+    c.decoder->forward(c.visual.data(), c.n_visual, padded.data(), int(padded.size()), c.text.data(), L, l2.data(),
+                       h2.data());
+    const double e = std::max(test::rel_l2(l2.data(), l1.data(), l1.size()), test::rel_l2(h2.data(), h1.data(), h1.size()));
+    std::cout << "  " << name << " padded vs unpadded context: rel L2 " << e << "\n";
+    CHECK(e <= 1e-6);
+  }
+}

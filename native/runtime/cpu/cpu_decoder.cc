@@ -75,13 +75,26 @@ void CpuDecoderSession::prefill(const float* visual, int rows, const int32_t* co
     } prefilling(*batcher_);
     std::lock_guard<std::mutex> lock(compute_);
     d_.prefill(*state_, visual, n_visual_, ctx, n_context, rows);
+    if (n_text > 1) {
+      // Teacher forcing (refer's expression): every text position in one pass (TextDecoder::step_block), with the
+      // point head over all of them; one token (BOS) steps through the batcher like any step.
+      const int V = d_.vocab_size(), D = d_.hidden_size();
+      const size_t n = static_cast<size_t>(rows) * n_text;
+      for (size_t i = 0; i < n; ++i)
+        PIXELLLM_CHECK(text[i] >= 0 && text[i] < V, InvalidText,
+                       "decoder prefill: token " + std::to_string(text[i]) + " outside the vocabulary [0, " +
+                           std::to_string(V) + ")");
+      std::vector<float> own_hidden(out.hidden == nullptr ? n * D : 0);
+      float* hidden = out.hidden != nullptr ? out.hidden : own_hidden.data();
+      d_.step_block(*state_, text, n_text, out.logits, hidden);
+      if (out.corners != nullptr || out.point_logits != nullptr) {
+        std::vector<float> scratch(ph_.scratch_floats(static_cast<int>(n)));
+        ph_.predict(hidden, static_cast<int>(n), image_w_, image_h_, out.corners, out.point_logits, scratch.data());
+      }
+    }
   }
   rows_ = rows;
-  std::vector<int32_t> tokens(rows);
-  for (int p = 0; p < n_text; ++p) {
-    for (int r = 0; r < rows; ++r) tokens[r] = text[static_cast<size_t>(r) * n_text + p];
-    run_step(tokens.data(), out, p, n_text);
-  }
+  if (n_text == 1) run_step(text, out, 0, 1);
 }
 
 void CpuDecoderSession::step(const int32_t* tokens, const DecoderOutputs& out) { run_step(tokens, out, 0, 1); }
