@@ -139,7 +139,8 @@ void StepBatcher::lead(std::unique_lock<std::mutex>& lock, Entry& self) {
     lock.lock();
     last_.clear();
     for (Entry* e : batch) {
-      last_.push_back(e->job.state);
+      // Members that will queue again (Jobs come back from their threads; an ended greedy loop does not).
+      if (e->greedy == nullptr || e->requeue) last_.push_back(e->job.state);
       if (e->requeue) {
         queue_.push_back(e);
       } else {

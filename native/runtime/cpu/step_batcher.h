@@ -142,7 +142,7 @@ class StepBatcher {
   std::deque<Entry*> queue_;
   bool leading_ = false;  // a thread is leading (waiting to regroup or running a batch)
   int prefills_ = 0;      // sessions between begin_prefill and end_prefill
-  std::vector<const model::TextDecoderState*> last_;  // members of the last batch
+  std::vector<const model::TextDecoderState*> last_;  // members of the last batch that will queue again
   std::chrono::steady_clock::time_point last_end_{};
   Stats stats_;
 
