@@ -50,6 +50,7 @@ class GitDecoder final : public TextDecoder {
   int vocab_size() const noexcept override { return cfg_.vocab_size; }
   int visual_dim() const noexcept override { return cfg_.visual_dim; }
   int max_text_positions() const noexcept override { return cfg_.max_positions; }
+  bool forward_continues_steps() const noexcept override { return true; }
 
   std::unique_ptr<TextDecoderState> new_state(const TextDecoderLimits& limits) const override;
   void prefill(TextDecoderState& state, const float* visual, int n_visual, const int32_t* context, int n_context,

@@ -89,6 +89,11 @@ class TextDecoder {
   // Beam search: sequence i becomes a copy of the old sequence parents[i] (0 <= parents[i] < num_sequences).
   virtual void reorder(TextDecoderState& state, const int* parents) const = 0;
 
+  // True when forward() equals prefill + one step per token on the same rows (GIT: text rows attend to the prefix
+  // and causally, and trailing context padding is left out of the prefix), so a decode state can be continued
+  // instead of running the pass again. T5's official pass treats the rows after EOS differently: false.
+  virtual bool forward_continues_steps() const noexcept { return false; }
+
   // Official teacher-forced pass over n_tokens text tokens (including the T5 "decoder target" padding masks):
   // logits (n_tokens, vocab) or null, hidden (n_tokens, D) or null.
   virtual void forward(const float* visual, int n_visual, const int32_t* context, int n_context,

@@ -90,9 +90,13 @@ TokenEvent to_orig(TokenEvent e, const ImageGeometry& g) {
 
 // The official mask path for one prompt: text states of `tokens` (the cleaned, 0-padded row) by the full decoder
 // pass, then the mask decoder with the box prompt (resized frame) and the post-processing to the original size.
+// `session` (may be null): the decode that produced `tokens` on the same visual tokens and context; where the
+// backend can continue it (DecoderSession::continue_text_states: GIT on the CPU), only the positions after the
+// ones it fed are run instead of the whole pass.
 MaskResult decode_mask(const TaskModel& m, const ImageFeatures& f, const Box& model_box,
                        const std::vector<float>& visual, const std::vector<int32_t>& context,
-                       const std::vector<int32_t>& tokens, const std::atomic<bool>& cancel, TaskTrace* trace) {
+                       const std::vector<int32_t>& tokens, runtime::DecoderSession* session,
+                       const std::atomic<bool>& cancel, TaskTrace* trace) {
   PIXELLLM_CHECK(m.backend->mask_decoder != nullptr, BackendUnavailable, "this model has no mask decoder");
   const ImageGeometry& g = f.geometry;
   const int L = static_cast<int>(tokens.size());
@@ -105,8 +109,9 @@ MaskResult decode_mask(const TaskModel& m, const ImageFeatures& f, const Box& mo
   runtime::DecoderOutputs out;
   out.hidden = hidden.data();
   check_cancel(cancel);
-  m.backend->text_decoder->forward(visual.data(), 1, ctx.data(), static_cast<int>(ctx.size()), tokens.data(), L,
-                                   image_hw, out);
+  if (session == nullptr || !session->continue_text_states(tokens.data(), L, hidden.data()))
+    m.backend->text_decoder->forward(visual.data(), 1, ctx.data(), static_cast<int>(ctx.size()), tokens.data(), L,
+                                     image_hw, out);
   check_cancel(cancel);
   std::vector<float> logits(static_cast<size_t>(m.mask_size) * m.mask_size);
   float iou = 0.f;
@@ -204,10 +209,13 @@ GenerateResult run_generate(const TaskModel& m, const ImageFeatures& f, const Ge
     if (on_token) on_token(to_orig(e, g));
   };
   const int text_len = refer ? static_cast<int>(req.text_tokens.size()) : 0;
-  auto session = m.backend->text_decoder->new_session(decode_limits(in, o, text_len));
+  // With a mask, the session also holds the mask's text row (decode_mask continues it): its official length.
+  const int mask_len = std::max<int>(refer ? m.max_caption_length : o.max_length, text_len);
+  auto session =
+      m.backend->text_decoder->new_session(decode_limits(in, o, req.with_mask ? mask_len : text_len));
   DecodeResult d = refer ? teacher_forced(*session, in, o, req.text_tokens, emit, cancel)
                          : generate(*session, in, o, emit, cancel);
-  session.reset();
+  if (!req.with_mask) session.reset();
 
   GenerateResult r;
   r.tokens = d.tokens;
@@ -217,10 +225,11 @@ GenerateResult run_generate(const TaskModel& m, const ImageFeatures& f, const Ge
   r.box = g.to_orig(d.box);
   if (req.with_mask) {
     // prepare_text_features: BOS..EOS, 0 after, over the official row length.
-    const int L = std::max<int>(refer ? m.max_caption_length : o.max_length, static_cast<int>(d.sequence.size()));
+    const int L = std::max<int>(mask_len, static_cast<int>(d.sequence.size()));
     std::vector<int32_t> row(d.sequence);
     row.resize(L, 0);
-    r.mask = decode_mask(m, f, d.box, visual, req.context_tokens, row, cancel, trace);
+    r.mask = decode_mask(m, f, d.box, visual, req.context_tokens, row, req.beams == 1 ? session.get() : nullptr,
+                         cancel, trace);
   }
   return r;
 }
@@ -246,12 +255,11 @@ MaskResult run_segment(const TaskModel& m, const ImageFeatures& f, const Box& bo
   o.image_height = static_cast<float>(g.valid_h);
   o.vocab_size = m.vocab_size;
   o.num_points = m.num_points;
-  auto session = m.backend->text_decoder->new_session(decode_limits(in, o));
+  auto session = m.backend->text_decoder->new_session(decode_limits(in, o, o.max_length));  // + the mask's row
   DecodeResult d = greedy_decode(*session, in, o, nullptr, cancel);
-  session.reset();
   std::vector<int32_t> row(d.sequence);
   row.resize(std::max<size_t>(row.size(), static_cast<size_t>(o.max_length)), 0);
-  return decode_mask(m, f, mb, visual, {}, row, cancel, trace);
+  return decode_mask(m, f, mb, visual, {}, row, session.get(), cancel, trace);
 }
 
 }  // namespace pixelllm::pipeline

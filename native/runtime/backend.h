@@ -96,6 +96,19 @@ class DecoderSession {
   // the first (ABORTED); the caller checks it before. What `next` throws ends the loop and is rethrown here.
   // `next` runs on a backend thread that may not be the caller's (the CPU backend's batching leader advances
   // every concurrent greedy loop itself), never concurrently with itself; the caller is blocked meanwhile.
+  // The hidden states (n_text, D) of the official teacher-forced pass over `text` (TextDecoderBackend::forward
+  // with this session's visual tokens and context, the context's trailing padding included), computed by
+  // continuing this session: `text` starts with the tokens row 0 was fed since the prefill, and only the rest is
+  // run. Returns false, changing nothing, when the backend cannot (a decoder whose full pass is not its steps, as
+  // T5's; beams reordered; the session's limits too small; `text` not starting with the tokens fed); the caller
+  // then runs forward(). Default: false.
+  virtual bool continue_text_states(const int32_t* text, int n_text, float* hidden) {
+    (void)text;
+    (void)n_text;
+    (void)hidden;
+    return false;
+  }
+
   using GreedyNext = std::function<bool(const GreedyStep& step, int32_t* feed)>;
   virtual void run_greedy(int32_t* feed, int max_steps, int32_t eos_id, const GreedyNext& next,
                           const std::atomic<bool>& cancel);

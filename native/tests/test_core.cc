@@ -152,9 +152,17 @@ TEST(run_pair_side_by_side_only_when_balanced_on_two_threads) {
   using Ids = std::set<std::thread::id>;
   ThreadPool pool(2);
   std::mutex mu;
+  // Side by side, each job waits (up to 2 s) for the other to start, so a worker that the machine's load delays
+  // still takes the second job (without the wait the caller, done with the first, claims it: a flake under load).
+  std::atomic<int> started{0};
+  bool wait_for_other = false;
   auto job = [&](Ids& ids, std::thread::id& self) {
     return [&] {
       self = std::this_thread::get_id();
+      ++started;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      while (wait_for_other && started.load() < 2 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
       pool.parallel_for(16, 1, [&](int64_t, int64_t) {
         std::this_thread::sleep_for(std::chrono::milliseconds(3));
         std::lock_guard<std::mutex> l(mu);
@@ -165,7 +173,9 @@ TEST(run_pair_side_by_side_only_when_balanced_on_two_threads) {
   {  // balanced (0.5 / 0.5): a thread each, everything inside serial on it
     Ids a, b;
     std::thread::id sa, sb;
+    wait_for_other = true;
     run_pair(&pool, 1.0, 1.0, job(a, sa), job(b, sb));
+    wait_for_other = false;
     CHECK(sa != sb);
     CHECK(a.size() == 1 && *a.begin() == sa);
     CHECK(b.size() == 1 && *b.begin() == sb);

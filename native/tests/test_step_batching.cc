@@ -385,3 +385,57 @@ TEST(greedy_loop_callback_error_ends_only_its_loop) {
     }
   }
 }
+
+// The mask path's text states by continuing the decode's session (DecoderSession::continue_text_states) == the
+// official full pass (TextDecoderBackend::forward, context padded to the row length as decode_mask pads it): GIT
+// bit for bit after a greedy decode and after teacher forcing; T5 declines (its full pass is not its steps), as do
+// a reordered beam session and a row that does not start with the tokens fed (the session left as it was).
+TEST(continue_text_states_equals_full_pass) {
+  for (const char* name : kCases) {
+    TextCase c;
+    if (!load_case(name, c)) continue;
+    Decoding d(c);
+    const bool git = std::string(c.decoder->name()) == "git_decoder";
+    const int D = c.decoder->hidden_size(), L = c.max_len;
+    std::atomic<bool> no_cancel{false};
+    for (int mode = 0; mode < 2; ++mode) {  // 0: greedy, 1: teacher forcing of the golden text
+      Request r = make_request(d, 1, false);  // with context
+      auto s = d.backend.new_session(pipeline::decode_limits(r.in, r.o, L));
+      const pipeline::DecodeResult res =
+          mode == 0 ? pipeline::generate(*s, r.in, r.o, nullptr, no_cancel)
+                    : pipeline::teacher_forced(*s, r.in, r.o, c.text, nullptr, no_cancel);
+      std::vector<int32_t> row(res.sequence);
+      row.resize(std::max<size_t>(row.size(), size_t(L)), 0);
+      const int n = static_cast<int>(row.size());
+      std::vector<int32_t> ctx(c.context);
+      ctx.resize(ctx.size() + 5, 0);  // padded, as the mask path pads it
+      const float hw[2] = {c.h, c.w};
+      std::vector<float> want(size_t(n) * D), got(size_t(n) * D);
+      runtime::DecoderOutputs out;
+      out.hidden = want.data();
+      d.backend.forward(r.visual.data(), 1, ctx.data(), static_cast<int>(ctx.size()), row.data(), n, hw, out);
+      std::vector<int32_t> wrong(row);
+      wrong[1] = (wrong[1] + 1) % c.decoder->vocab_size();
+      const int pos = s->position();
+      CHECK(!s->continue_text_states(wrong.data(), n, got.data()));
+      CHECK_EQ(s->position(), pos);
+      const bool ok = s->continue_text_states(row.data(), n, got.data());
+      CHECK_EQ(ok, git);
+      if (!ok) continue;
+      double worst = 0;
+      for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
+      std::cout << "  " << name << (mode == 0 ? " greedy" : " teacher-forced") << ": " << pos << " positions reused of "
+                << n << ", max abs diff " << worst << "\n";
+      CHECK_EQ(worst, 0.0);
+    }
+    // Beam search reorders its rows: the session declines.
+    Request r = make_request(d, 0, false);
+    r.o = d.options(3);
+    auto s = d.backend.new_session(pipeline::decode_limits(r.in, r.o, L));
+    const pipeline::DecodeResult res = pipeline::generate(*s, r.in, r.o, nullptr, no_cancel);
+    std::vector<int32_t> row(res.sequence);
+    row.resize(std::max<size_t>(row.size(), size_t(L)), 0);
+    std::vector<float> h(row.size() * D);
+    CHECK(!s->continue_text_states(row.data(), static_cast<int>(row.size()), h.data()));
+  }
+}

@@ -47,6 +47,36 @@ CpuDecoderSession::CpuDecoderSession(const model::TextDecoder& d, const model::P
   corners_.resize(rows * ph_.num_points() * 2);
   point_logits_.resize(rows * ph_.num_points() * ph_.logits_per_point());
   scratch_.resize(ph_.scratch_floats(lim_.max_rows));
+  fed_.reserve(lim_.max_text);
+  history_.resize(static_cast<size_t>(lim_.max_text) * d_.hidden_size());
+}
+
+void CpuDecoderSession::record(int32_t token, const float* hidden) {
+  const size_t D = static_cast<size_t>(d_.hidden_size());
+  if (!history_valid_ || fed_.size() >= static_cast<size_t>(lim_.max_text)) {
+    history_valid_ = false;
+    return;
+  }
+  std::copy(hidden, hidden + D, history_.begin() + fed_.size() * D);
+  fed_.push_back(token);
+}
+
+bool CpuDecoderSession::continue_text_states(const int32_t* text, int n_text, float* hidden) {
+  if (!d_.forward_continues_steps() || !history_valid_ || rows_ != 1 || text == nullptr || hidden == nullptr)
+    return false;
+  const int fed = static_cast<int>(fed_.size()), V = d_.vocab_size(), D = d_.hidden_size();
+  if (n_text < fed || n_text - fed > lim_.max_text - state_->position() || state_->position() != fed) return false;
+  for (int i = 0; i < fed; ++i)
+    if (text[i] != fed_[i]) return false;
+  for (int i = fed; i < n_text; ++i)
+    if (text[i] < 0 || text[i] >= V) return false;  // forward() reports it
+  std::copy(history_.begin(), history_.begin() + static_cast<size_t>(fed) * D, hidden);
+  if (n_text > fed) {
+    std::lock_guard<std::mutex> lock(compute_);
+    d_.step_block(*state_, text + fed, n_text - fed, nullptr, hidden + static_cast<size_t>(fed) * D);
+  }
+  history_valid_ = false;  // the rest was not recorded
+  return true;
 }
 
 CpuDecoderSession::~CpuDecoderSession() {
@@ -67,6 +97,8 @@ void CpuDecoderSession::prefill(const float* visual, int rows, const int32_t* co
   image_w_ = image_hw[1];
   const int32_t* ctx = model_context(context, n_context);
   rows_ = 0;
+  fed_.clear();
+  history_valid_ = true;
   {
     struct Prefilling {  // steps of other sessions wait for this prefix (step_batcher.h: prefills go first)
       explicit Prefilling(StepBatcher& b) : b(b) { b.begin_prefill(); }
@@ -87,6 +119,7 @@ void CpuDecoderSession::prefill(const float* visual, int rows, const int32_t* co
       std::vector<float> own_hidden(out.hidden == nullptr ? n * D : 0);
       float* hidden = out.hidden != nullptr ? out.hidden : own_hidden.data();
       d_.step_block(*state_, text, n_text, out.logits, hidden);
+      for (int p = 0; p < n_text; ++p) record(text[p], hidden + static_cast<size_t>(p) * D);
       if (out.corners != nullptr || out.point_logits != nullptr) {
         std::vector<float> scratch(ph_.scratch_floats(static_cast<int>(n)));
         ph_.predict(hidden, static_cast<int>(n), image_w_, image_h_, out.corners, out.point_logits, scratch.data());
@@ -104,6 +137,7 @@ void CpuDecoderSession::reorder(const int32_t* parents) {
   std::vector<int> p(parents, parents + rows_);
   std::lock_guard<std::mutex> lock(compute_);
   d_.reorder(*state_, p.data());
+  history_valid_ = false;
 }
 
 GreedyStep CpuDecoderSession::step_greedy(const int32_t* tokens, const uint8_t* finished, int32_t eos_id) {
@@ -151,7 +185,12 @@ void CpuDecoderSession::run_greedy(int32_t* feed, int max_steps, int32_t eos_id,
   loop.max_steps = max_steps;
   loop.max_text = lim_.max_text;
   loop.eos_id = eos_id;
-  loop.next = &next;
+  // Each step's row-0 hidden state is in hidden_ when the callback runs (the batch wrote it), its token in feed.
+  const GreedyNext recording = [&](const GreedyStep& step, int32_t* f) {
+    record(f[0], hidden_.data());
+    return next(step, f);
+  };
+  loop.next = &recording;
   loop.cancel = &cancel;
   loop.step = &g;
   loop.logp = logp_.data();
@@ -192,6 +231,7 @@ void CpuDecoderSession::run_step(const int32_t* tokens, const DecoderOutputs& ou
   job.image_w = image_w_;
   job.image_h = image_h_;
   batcher_->run(job);
+  record(tokens[0], hidden);
   if (direct) return;
   auto scatter = [&](float* dst, const float* src, int n) {
     if (dst == nullptr) return;

@@ -41,12 +41,17 @@ class CpuDecoderSession final : public DecoderSession {
   // batch's leader, with no thread hand-off per token.
   void run_greedy(int32_t* feed, int max_steps, int32_t eos_id, const GreedyNext& next,
                   const std::atomic<bool>& cancel) override;
+  // Row 0's hidden state of every position fed is kept (max_text x D floats), so the mask path's full pass only
+  // runs the positions after them (model::TextDecoder::step_block).
+  bool continue_text_states(const int32_t* text, int n_text, float* hidden) override;
 
  protected:
   int vocab_size() const override { return d_.vocab_size(); }
   int corner_values() const override { return ph_.num_points() * 2; }
 
  private:
+  // Row 0 was fed `token` and gave `hidden` (D floats) at the next history position.
+  void record(int32_t token, const float* hidden);
   // This request's checks of a step, before it joins a batch (a bad request must not fail the others).
   void check_step(const int32_t* tokens) const;
   // Feeds tokens (rows) at the current position; writes the outputs of row r to slot r * stride + slot.
@@ -62,6 +67,9 @@ class CpuDecoderSession final : public DecoderSession {
   int rows_ = 0;
   float image_h_ = 0, image_w_ = 0;
   std::vector<float> logits_, logp_, hidden_, corners_, point_logits_, scratch_;
+  std::vector<int32_t> fed_;    // row 0's tokens since the prefill
+  std::vector<float> history_;  // their hidden states (max_text, D)
+  bool history_valid_ = false;  // false after a reorder (row 0 may be another sequence's copy)
 };
 
 class CpuTextDecoder final : public TextDecoderBackend {
