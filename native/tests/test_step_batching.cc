@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -110,6 +111,50 @@ void check_same(const pipeline::DecodeResult& got, const pipeline::DecodeResult&
                  what + ": log-probs differ by " + std::to_string(lp) + ", points by " + std::to_string(pts));
 }
 
+// Requests 0..n-1 (make_request) and their results decoded one after another, each on a fresh session.
+struct Sequential {
+  std::vector<Request> reqs;
+  std::vector<pipeline::DecodeResult> want;
+};
+Sequential decode_sequentially(const Decoding& d, int n, bool beams) {
+  Sequential q;
+  std::atomic<bool> no_cancel{false};
+  for (int i = 0; i < n; ++i) q.reqs.push_back(make_request(d, i, beams));
+  for (const Request& r : q.reqs) {
+    auto s = d.backend.new_session(pipeline::decode_limits(r.in, r.o));
+    q.want.push_back(pipeline::generate(*s, r.in, r.o, nullptr, no_cancel));
+  }
+  return q;
+}
+
+// Decodes request i on thread i with on_token(i) (may be empty), all at once: the compute lock is held while the
+// threads start, so their sessions queue behind it and their steps share batches. Returns each thread's error
+// message ("" when it succeeded); got[i] receives the results.
+std::vector<std::string> decode_together(Decoding& d, const std::vector<Request>& reqs,
+                                         std::vector<pipeline::DecodeResult>& got,
+                                         const std::function<pipeline::TokenCallback(int)>& on_token) {
+  const size_t n = reqs.size();
+  std::vector<std::string> errors(n);
+  got.assign(n, {});
+  std::atomic<bool> no_cancel{false};
+  std::unique_lock<std::mutex> hold(d.compute);  // sessions prefill under it: they all wait here first
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < n; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        auto s = d.backend.new_session(pipeline::decode_limits(reqs[i].in, reqs[i].o));
+        got[i] = pipeline::generate(*s, reqs[i].in, reqs[i].o,
+                                    on_token ? on_token(static_cast<int>(i)) : pipeline::TokenCallback(), no_cancel);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  hold.unlock();
+  for (auto& t : threads) t.join();
+  return errors;
+}
+
 }  // namespace
 
 // Model level: 3 states at different positions (one with 2 sequences, one with context) advanced together by
@@ -175,30 +220,11 @@ TEST(step_batcher_concurrent_equals_sequential) {
     if (!load_case(name, c)) continue;
     Decoding d(c);
     constexpr int kN = 8;
-    std::vector<Request> reqs;
-    for (int i = 0; i < kN; ++i) reqs.push_back(make_request(d, i, true));
-    std::vector<pipeline::DecodeResult> want(kN), got(kN);
-    std::atomic<bool> no_cancel{false};
-    for (int i = 0; i < kN; ++i) {
-      auto s = d.backend.new_session(pipeline::decode_limits(reqs[i].in, reqs[i].o));
-      want[i] = pipeline::generate(*s, reqs[i].in, reqs[i].o, nullptr, no_cancel);
-    }
+    const Sequential q = decode_sequentially(d, kN, true);
+    const auto& want = q.want;
+    std::vector<pipeline::DecodeResult> got;
     const auto before = d.backend.batcher().stats();
-    std::vector<std::string> errors(kN);
-    std::unique_lock<std::mutex> hold(d.compute);  // sessions prefill under it: they all wait here first
-    std::vector<std::thread> threads;
-    for (int i = 0; i < kN; ++i)
-      threads.emplace_back([&, i] {
-        try {
-          auto s = d.backend.new_session(pipeline::decode_limits(reqs[i].in, reqs[i].o));
-          got[i] = pipeline::generate(*s, reqs[i].in, reqs[i].o, nullptr, no_cancel);
-        } catch (const std::exception& e) {
-          errors[i] = e.what();
-        }
-      });
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    hold.unlock();
-    for (auto& t : threads) t.join();
+    const std::vector<std::string> errors = decode_together(d, q.reqs, got, nullptr);
     const auto after = d.backend.batcher().stats();
     std::cout << "  " << name << ": " << (after.batches - before.batches) << " batches, "
               << (after.rows - before.rows) << " rows, largest " << after.max_batch_rows << "\n";
@@ -219,14 +245,10 @@ TEST(step_batcher_cancel_one) {
     if (!load_case(name, c)) continue;
     Decoding d(c);
     constexpr int kN = 4;
-    std::vector<Request> reqs;
-    for (int i = 0; i < kN; ++i) reqs.push_back(make_request(d, i, false));
-    std::vector<pipeline::DecodeResult> want(kN), got(kN);
-    std::atomic<bool> no_cancel{false};
-    for (int i = 0; i < kN; ++i) {
-      auto s = d.backend.new_session(pipeline::decode_limits(reqs[i].in, reqs[i].o));
-      want[i] = pipeline::generate(*s, reqs[i].in, reqs[i].o, nullptr, no_cancel);
-    }
+    const Sequential q = decode_sequentially(d, kN, false);
+    const auto& reqs = q.reqs;
+    const auto& want = q.want;
+    std::vector<pipeline::DecodeResult> got(kN);
     std::vector<std::atomic<bool>> cancel(kN);
     std::vector<std::string> codes(kN);
     std::vector<std::thread> threads;
@@ -339,36 +361,17 @@ TEST(greedy_loop_callback_error_ends_only_its_loop) {
     if (!load_case(name, c)) continue;
     Decoding d(c);
     constexpr int kN = 4;
-    std::vector<Request> reqs;
-    for (int i = 0; i < kN; ++i) reqs.push_back(make_request(d, i, false));
-    std::vector<pipeline::DecodeResult> want(kN), got(kN);
-    std::atomic<bool> no_cancel{false};
-    for (int i = 0; i < kN; ++i) {
-      auto s = d.backend.new_session(pipeline::decode_limits(reqs[i].in, reqs[i].o));
-      want[i] = pipeline::generate(*s, reqs[i].in, reqs[i].o, nullptr, no_cancel);
-    }
+    const Sequential q = decode_sequentially(d, kN, false);
+    const auto& want = q.want;
     if (want[2].tokens.size() < 2) continue;  // the failing request needs a second word
-    std::vector<std::string> errors(kN);
     std::vector<int> calls(kN, 0);
+    std::vector<pipeline::DecodeResult> got;
     const auto before = d.backend.batcher().stats();
-    std::unique_lock<std::mutex> hold(d.compute);
-    std::vector<std::thread> threads;
-    for (int i = 0; i < kN; ++i)
-      threads.emplace_back([&, i] {
-        try {
-          auto s = d.backend.new_session(pipeline::decode_limits(reqs[i].in, reqs[i].o));
-          got[i] = pipeline::generate(*s, reqs[i].in, reqs[i].o,
-                                      [&](const pipeline::TokenEvent&) {
-                                        if (++calls[i] == 2 && i == 2) throw std::runtime_error("listener failed");
-                                      },
-                                      no_cancel);
-        } catch (const std::exception& e) {
-          errors[i] = e.what();
-        }
-      });
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    hold.unlock();
-    for (auto& t : threads) t.join();
+    const std::vector<std::string> errors = decode_together(d, q.reqs, got, [&](int i) -> pipeline::TokenCallback {
+      return [&calls, i](const pipeline::TokenEvent&) {
+        if (++calls[i] == 2 && i == 2) throw std::runtime_error("listener failed");
+      };
+    });
     const auto after = d.backend.batcher().stats();
     CHECK(after.max_batch_rows >= 2);
     std::cout << "  " << name << ": " << (after.batches - before.batches) << " batches, "
