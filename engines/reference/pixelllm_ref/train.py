@@ -306,12 +306,15 @@ def box_cell_coverage(boxes: np.ndarray, size: int, grid: int) -> np.ndarray:
     return (oy[..., :, None] * ox[..., None, :]).reshape(boxes.shape[:-1] + (grid * grid,)).astype(np.float32)
 
 
-def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int, stride: int = 1) -> None:
+def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int, stride: int = 1,
+                 parent: int | None = None) -> None:
     """Producer process. data.example renders the same scene once per task; the layout (the costly part) is
-    memoised here by patching scenes.make_layout in THIS process only."""
+    memoised here by patching scenes.make_layout in THIS process only. `parent`: the trainer's pid, passed in: a
+    worker that reads os.getppid() only after its (slow) start may find the trainer already dead and itself
+    adopted, and then never notices (a worker left running forever, seen in the test that kills a trainer)."""
     scenes.make_layout = functools.lru_cache(maxsize=64)(scenes.make_layout)
     tc, dc = TrainConfig(**tc_dict), data.DataConfig(**dc_dict)
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     make = make_vision_batch if tc.stage == "vision" else make_step_batch
     for step in range(start, stop, stride):
         item = (step, make(tc, dc, step))
@@ -337,7 +340,8 @@ class Prefetcher:
         for k in range(tc.workers):
             q = ctx.Queue(maxsize=2)
             p = ctx.Process(target=_data_worker, daemon=True,
-                            args=(q, dataclasses.asdict(tc), dataclasses.asdict(dc), start + k, stop, tc.workers))
+                            args=(q, dataclasses.asdict(tc), dataclasses.asdict(dc), start + k, stop, tc.workers,
+                                  os.getpid()))
             p.start()
             self.queues.append(q)
             self.procs.append(p)
