@@ -45,7 +45,6 @@ CpuDecoderSession::CpuDecoderSession(const model::TextDecoder& d, const model::P
   logp_.resize(d_.vocab_size());
   hidden_.resize(rows * d_.hidden_size());
   corners_.resize(rows * ph_.num_points() * 2);
-  point_logits_.resize(rows * ph_.num_points() * ph_.logits_per_point());
   scratch_.resize(ph_.scratch_floats(lim_.max_rows));
   fed_.reserve(lim_.max_text);
   history_.resize(static_cast<size_t>(lim_.max_text) * d_.hidden_size());
@@ -127,10 +126,10 @@ void CpuDecoderSession::prefill(const float* visual, int rows, const int32_t* co
     }
   }
   rows_ = rows;
-  if (n_text == 1) run_step(text, out, 0, 1);
+  if (n_text == 1) run_step(text, out);
 }
 
-void CpuDecoderSession::step(const int32_t* tokens, const DecoderOutputs& out) { run_step(tokens, out, 0, 1); }
+void CpuDecoderSession::step(const int32_t* tokens, const DecoderOutputs& out) { run_step(tokens, out); }
 
 void CpuDecoderSession::reorder(const int32_t* parents) {
   PIXELLLM_CHECK(rows_ > 0, InvalidArgument, "decoder reorder before prefill");
@@ -149,7 +148,7 @@ GreedyStep CpuDecoderSession::step_greedy(const int32_t* tokens, const uint8_t* 
   DecoderOutputs o;
   o.logits = logits_.data();
   o.corners = g.corners.data();
-  run_step(tokens, o, 0, 1);
+  run_step(tokens, o);
   for (int r = 0; r < rows_; ++r) {
     if (finished != nullptr && finished[r]) {
       g.tokens[r] = eos_id;
@@ -210,39 +209,22 @@ void CpuDecoderSession::check_step(const int32_t* tokens) const {
                        std::to_string(V) + ")");
 }
 
-void CpuDecoderSession::run_step(const int32_t* tokens, const DecoderOutputs& out, int slot, int stride) {
+void CpuDecoderSession::run_step(const int32_t* tokens, const DecoderOutputs& out) {
   check_step(tokens);
-  const int V = d_.vocab_size(), D = d_.hidden_size();
-  const int nc = ph_.num_points() * 2, npl = ph_.num_points() * ph_.logits_per_point();
-  const bool direct = stride == 1;
-  float* logits = out.logits == nullptr ? nullptr : direct ? out.logits : logits_.data();
-  float* hidden = direct && out.hidden != nullptr ? out.hidden : hidden_.data();
-  float* corners = direct && out.corners != nullptr ? out.corners : corners_.data();
-  float* plog = out.point_logits == nullptr ? nullptr : direct ? out.point_logits : point_logits_.data();
   StepBatcher::Job job;
   job.state = state_.get();
   job.tokens = tokens;
-  job.logits = logits;
-  job.hidden = hidden;
-  const bool points = out.corners != nullptr || out.point_logits != nullptr;
-  job.corners = points ? corners : nullptr;
-  job.point_logits = points ? plog : nullptr;
+  job.logits = out.logits;
+  job.hidden = out.hidden != nullptr ? out.hidden : hidden_.data();
+  if (out.corners != nullptr || out.point_logits != nullptr) {
+    job.corners = out.corners != nullptr ? out.corners : corners_.data();  // the head writes corners regardless
+    job.point_logits = out.point_logits;
+  }
   job.point_scratch = scratch_.data();
   job.image_w = image_w_;
   job.image_h = image_h_;
   batcher_->run(job);
-  record(tokens[0], hidden);
-  if (direct) return;
-  auto scatter = [&](float* dst, const float* src, int n) {
-    if (dst == nullptr) return;
-    for (int r = 0; r < rows_; ++r)
-      std::copy(src + static_cast<size_t>(r) * n, src + static_cast<size_t>(r + 1) * n,
-                dst + (static_cast<size_t>(r) * stride + slot) * n);
-  };
-  scatter(out.logits, logits_.data(), V);
-  scatter(out.hidden, hidden_.data(), D);
-  scatter(out.corners, corners_.data(), nc);
-  scatter(out.point_logits, point_logits_.data(), npl);
+  record(tokens[0], job.hidden);
 }
 
 CpuTextDecoder::CpuTextDecoder(const model::TextDecoder& decoder, const model::PointHead& points, int n_visual,

@@ -54,8 +54,9 @@ class CpuDecoderSession final : public DecoderSession {
   void record(int32_t token, const float* hidden);
   // This request's checks of a step, before it joins a batch (a bad request must not fail the others).
   void check_step(const int32_t* tokens) const;
-  // Feeds tokens (rows) at the current position; writes the outputs of row r to slot r * stride + slot.
-  void run_step(const int32_t* tokens, const DecoderOutputs& out, int slot, int stride);
+  // Feeds tokens (rows) at the current position through the batcher; outputs as DecoderOutputs (one step).
+  // (A teacher-forced prefill of several tokens runs TextDecoder::step_block instead of one step per slot.)
+  void run_step(const int32_t* tokens, const DecoderOutputs& out);
 
   const model::TextDecoder& d_;
   const model::PointHead& ph_;
@@ -66,7 +67,7 @@ class CpuDecoderSession final : public DecoderSession {
   std::unique_ptr<model::TextDecoderState> state_;
   int rows_ = 0;
   float image_h_ = 0, image_w_ = 0;
-  std::vector<float> logits_, logp_, hidden_, corners_, point_logits_, scratch_;
+  std::vector<float> logits_, logp_, hidden_, corners_, scratch_;
   std::vector<int32_t> fed_;    // row 0's tokens since the prefill
   std::vector<float> history_;  // their hidden states (max_text, D)
   bool history_valid_ = false;  // false after a reorder (row 0 may be another sequence's copy)
