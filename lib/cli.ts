@@ -9,7 +9,7 @@
  *   pixelllm build-engines DIR [--fp16]    (TensorRT plans of a model directory, built ahead of the first load)
  *   pixelllm build-engines --check DIR [--gpu NAME --sm X.Y --trt-version V]   (are the recorded plans usable?)
  * Common: --model DIR (default: the demo model), --backend auto|cpu|tensorrt, --threads N, --decoder-weights fp32|bf16,
- * --encoder-precision fp32|bf16, --json, --render OUT.png
+ * --encoder-precision fp32|bf16, --mask-resize sam|evaluator, --json, --render OUT.png
  * Output: human text by default (caption/describe stream their words as they are generated, then a summary);
  * --json: machine-readable (caption/describe: one JSON line per token, then one line with the result).
  * A progress bar goes to stderr, only when it is a TTY (dense, eval, build-engines). docs/cli.md documents every command.
@@ -26,8 +26,8 @@ import { checkChoice, PixelLLM } from './model';
 import { progressBar } from './progress';
 import { captionItems, denseItems, referItems, render, segmentItems } from './render';
 import type { RenderItems } from './render';
-import { BACKENDS, PRECISIONS } from './types';
-import type { Backend, Box, CaptionResult, DecoderWeights, EncoderPrecision, LoadOptions, TokenEvent } from './types';
+import { BACKENDS, MASK_RESIZES, PRECISIONS } from './types';
+import type { Backend, Box, CaptionResult, DecoderWeights, EncoderPrecision, LoadOptions, MaskResize, TokenEvent } from './types';
 
 export const COMMANDS = ['caption', 'describe', 'refer', 'segment', 'dense', 'eval', 'build-engines'] as const;
 export type Command = (typeof COMMANDS)[number];
@@ -41,6 +41,7 @@ export interface CliArgs {
   threads: number;
   decoderWeights?: DecoderWeights;
   encoderPrecision?: EncoderPrecision;
+  maskResize?: MaskResize;
   json: boolean;
   box?: Box;
   mask: boolean;
@@ -66,6 +67,7 @@ export const USAGE = `usage: pixelllm <caption|describe|refer|segment|dense> <im
   --threads N        CPU threads (default: all cores)
   --decoder-weights fp32|bf16   CPU: text-decoder weights as bfloat16 (faster tokens, see README)
   --encoder-precision fp32|bf16 CPU: image encoders in bfloat16 arithmetic (AVX512-BF16; faster encode, see README)
+  --mask-resize sam|evaluator   masks at the original size: sam (default) or the official evaluator's crop
   --box x0,y0,x1,y1  region in pixels (describe, segment)
   --mask             refer: also compute the mask
   --prompt TEXT      caption/describe: task prompt (e.g. 'a long image caption:')
@@ -97,6 +99,7 @@ export function parseCli(argv: string[]): CliArgs {
         threads: { type: 'string', default: '0' },
         'decoder-weights': { type: 'string', default: 'fp32' },
         'encoder-precision': { type: 'string', default: 'fp32' },
+        'mask-resize': { type: 'string', default: 'sam' },
         json: { type: 'boolean', default: false },
         box: { type: 'string' },
         mask: { type: 'boolean', default: false },
@@ -130,6 +133,8 @@ export function parseCli(argv: string[]): CliArgs {
   checkChoice('--decoder-weights', decoderWeights, PRECISIONS);
   const encoderPrecision = values['encoder-precision'] as EncoderPrecision;
   checkChoice('--encoder-precision', encoderPrecision, PRECISIONS);
+  const maskResize = values['mask-resize'] as MaskResize;
+  checkChoice('--mask-resize', maskResize, MASK_RESIZES);
   const box = values.box === undefined ? undefined : parseBox(values.box);
   if ((cmd === 'describe' || cmd === 'segment') && !box) throw new InvalidArgumentError(`${cmd} needs --box x0,y0,x1,y1`);
   const expression = cmd === 'refer' ? rest.join(' ') : undefined;
@@ -138,7 +143,7 @@ export function parseCli(argv: string[]): CliArgs {
   if (cmd === 'eval' && image) throw new InvalidArgumentError(`eval takes no image (it generates its scenes), got ${image}`);
   if (cmd !== 'eval' && (values.seed !== undefined || values.count !== undefined)) throw new InvalidArgumentError('--seed and --count are for eval');
   if (values.prompt !== undefined && cmd !== 'caption' && cmd !== 'describe') throw new InvalidArgumentError('--prompt is for caption and describe');
-  const args: CliArgs = { command: cmd, image, expression, model: values.model, backend, threads, decoderWeights, encoderPrecision, json: values.json ?? false, box, mask: values.mask ?? false, render: values.render };
+  const args: CliArgs = { command: cmd, image, expression, model: values.model, backend, threads, decoderWeights, encoderPrecision, maskResize, json: values.json ?? false, box, mask: values.mask ?? false, render: values.render };
   if (values.prompt !== undefined) args.prompt = values.prompt;
   if (cmd === 'eval') {
     args.seed = parseCount('--seed', values.seed ?? '0', 0);
@@ -225,7 +230,7 @@ function captionSummary(result: CaptionResult, ms: number): string {
 }
 
 function loadOptions(args: CliArgs): LoadOptions {
-  return { backend: args.backend, threads: args.threads, decoderWeights: args.decoderWeights, encoderPrecision: args.encoderPrecision };
+  return { backend: args.backend, threads: args.threads, decoderWeights: args.decoderWeights, encoderPrecision: args.encoderPrecision, maskResize: args.maskResize };
 }
 
 async function runEval(args: CliArgs): Promise<void> {

@@ -27,14 +27,14 @@ import { Mask } from './masks';
 import type { RLE } from './masks';
 import { PixelLLM } from './model';
 import { packageRoot } from './native';
-import type { Box, DecoderWeights, EncoderPrecision, LoadOptions } from './types';
+import type { Box, DecoderWeights, EncoderPrecision, LoadOptions, MaskResize } from './types';
 
 /** The scene generator is missing (no reference venv, or not a repository checkout). */
 export class EvalSetupError extends BackendUnavailableError {
   override name = 'EvalSetupError';
 }
 
-/** LoadOptions (backend, threads, decoderWeights, encoderPrecision) apply when `model` is a directory. */
+/** LoadOptions (backend, threads, decoderWeights, encoderPrecision, maskResize) apply when `model` is a directory. */
 export interface EvalOptions extends LoadOptions {
   seed: number;
   count: number;
@@ -56,6 +56,8 @@ export interface EvalResult {
   /** CPU backend: the text decoder's weight format and the image encoders' arithmetic ('fp32' | 'bf16'). */
   decoderWeights?: DecoderWeights;
   encoderPrecision?: EncoderPrecision;
+  /** How masks were brought to the original size (LoadOptions.maskResize). */
+  maskResize: MaskResize;
   objects: number;
   /** Share of objects whose referring box has IoU >= 0.5 with the ground truth. */
   referAcc50: number | null;
@@ -232,6 +234,7 @@ export async function evaluateScenes(model: PixelLLM, dir: string, manifest: Sce
     backend: info.backend,
     ...(info.decoderWeights ? { decoderWeights: info.decoderWeights } : {}),
     ...(info.encoderPrecision ? { encoderPrecision: info.encoderPrecision } : {}),
+    maskResize: info.maskResize,
     objects,
     referAcc50: mean(referIoU.map((v) => (v >= 0.5 ? 1 : 0))),
     maskIoU: info.hasMaskDecoder ? mean(masksIoU) : null,

@@ -11,7 +11,7 @@ import { Mask } from './masks';
 import { loadNative, packageRoot } from './native';
 import type { NativeBox, NativeCancelToken, NativeFeatures, NativeGenerateResult, NativeModel, NativeTokenEvent } from './native';
 import { TextTokenizer } from './tokenizer';
-import { BACKENDS, PRECISIONS } from './types';
+import { BACKENDS, MASK_RESIZES, PRECISIONS } from './types';
 import type { TokenTextStream } from './tokenizer';
 import type {
   Box,
@@ -129,8 +129,9 @@ export class PixelLLM implements AsyncDisposable {
    */
   static async load(dir: string = demoModelDir(), options: LoadOptions = {}): Promise<PixelLLM> {
     if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError('dir must be a non-empty string');
-    const { backend = 'auto', threads = 0, decoderWeights = 'fp32', encoderPrecision = 'fp32' } = options;
+    const { backend = 'auto', threads = 0, decoderWeights = 'fp32', encoderPrecision = 'fp32', maskResize = 'sam' } = options;
     checkChoice('backend', backend, BACKENDS);
+    checkChoice('maskResize', maskResize, MASK_RESIZES);
     checkChoice('decoderWeights', decoderWeights, PRECISIONS);
     checkChoice('encoderPrecision', encoderPrecision, PRECISIONS);
     checkOptionalInt('threads', threads, 0, 1024);
@@ -139,7 +140,7 @@ export class PixelLLM implements AsyncDisposable {
     const tokenizer = await TextTokenizer.fromFile(path.join(abs, 'tokenizer.json'));
     const taskPrompts = readTaskPrompts(abs);
     const binding = loadNative();
-    const native = await mapNative(() => binding.Model.load(abs, { backend, threads, decoderWeights, encoderPrecision }));
+    const native = await mapNative(() => binding.Model.load(abs, { backend, threads, decoderWeights, encoderPrecision, maskResize }));
     const model = new PixelLLM(native, tokenizer);
     (model as { taskPrompts: Partial<Record<PromptTask, string>> }).taskPrompts = taskPrompts;
     try {

@@ -109,7 +109,7 @@ export interface NativeBinding {
   contractVersion: number;
   napiVersion: number;
   errorCodes: string[];
-  Model: { load(dir: string, options: { backend: string; threads: number; decoderWeights?: string; encoderPrecision?: string }): Promise<NativeModel> };
+  Model: { load(dir: string, options: { backend: string; threads: number; decoderWeights?: string; encoderPrecision?: string; maskResize?: string }): Promise<NativeModel> };
   CancelToken: new () => NativeCancelToken;
 }
 

@@ -5,6 +5,7 @@ import type { Mask } from './masks';
 /** The values LoadOptions accepts (the addon checks the same lists). */
 export const BACKENDS = ['auto', 'cpu', 'tensorrt'] as const;
 export const PRECISIONS = ['fp32', 'bf16'] as const;
+export const MASK_RESIZES = ['sam', 'evaluator'] as const;
 
 export type Backend = (typeof BACKENDS)[number];
 
@@ -26,8 +27,18 @@ export interface LoadOptions {
    * the load fails with BackendUnavailableError. The TensorRT backend ignores it.
    */
   encoderPrecision?: EncoderPrecision;
+  /**
+   * How the mask decoder's low-res logits (4x the SAM grid) become a mask at the original image size.
+   * 'sam' (default): segment-anything's postprocess_masks, the geometry the model is trained with: resize to the
+   * padded model input, keep the image's part, resize to the original size. 'evaluator': the official PixelLLM
+   * evaluator's (crop the low-res logits to the image's part rounded down to whole cells, resize to the original
+   * size), for reproducing its published numbers; where the image's part is not a whole number of cells it shifts
+   * masks toward the bottom right by up to one cell (4 input pixels). Both are bilinear, threshold 0.
+   */
+  maskResize?: MaskResize;
 }
 
+export type MaskResize = (typeof MASK_RESIZES)[number];
 export type DecoderWeights = (typeof PRECISIONS)[number];
 export type EncoderPrecision = (typeof PRECISIONS)[number];
 
@@ -161,4 +172,6 @@ export interface ModelInfo {
   decoderWeights?: DecoderWeights;
   /** CPU backend only: the image encoders' arithmetic in use. */
   encoderPrecision?: EncoderPrecision;
+  /** The mask post-processing in use (LoadOptions.maskResize). */
+  maskResize: MaskResize;
 }

@@ -6,7 +6,7 @@ describe('cli argument parsing', () => {
   it('parses each subcommand', () => {
     assert.deepEqual(parseCli(['caption', 'a.png', '--json']), {
       command: 'caption', image: 'a.png', expression: undefined, model: undefined, backend: 'auto', threads: 0,
-      decoderWeights: 'fp32', encoderPrecision: 'fp32', json: true, box: undefined, mask: false, render: undefined,
+      decoderWeights: 'fp32', encoderPrecision: 'fp32', maskResize: 'sam', json: true, box: undefined, mask: false, render: undefined,
     });
     const r = parseCli(['refer', 'a.png', 'the', 'red', 'circle', '--mask', '--render', 'o.png', '--model', 'm']);
     assert.equal(r.expression, 'the red circle');
@@ -18,6 +18,7 @@ describe('cli argument parsing', () => {
     assert.equal(parseCli(['dense', 'a.png']).command, 'dense');
     assert.equal(parseCli(['caption', 'a.png', '--decoder-weights', 'bf16']).decoderWeights, 'bf16');
     assert.equal(parseCli(['eval']).command, 'eval');
+    assert.equal(parseCli(['segment', 'a.png', '--box', '0,0,5,5', '--mask-resize', 'evaluator']).maskResize, 'evaluator');
   });
 
   it('rejects bad usage with InvalidArgumentError', () => {
@@ -31,6 +32,7 @@ describe('cli argument parsing', () => {
       ['caption', 'a.png', '--threads', '-1'],
       ['caption', 'a.png', '--decoder-weights', 'int8'],
       ['caption', 'a.png', '--encoder-precision', 'fp16'],
+      ['segment', 'a.png', '--box', '0,0,5,5', '--mask-resize', 'cv2'],
       ['caption', 'a.png', 'extra'],
       ['caption', 'a.png', '--unknown'],
     ]) {

@@ -86,6 +86,7 @@ Napi::Object InfoToJs(Napi::Env env, const pipeline::ModelInfo& info) {
   o.Set("threads", Napi::Number::New(env, info.threads));
   if (!info.decoder_weights.empty()) o.Set("decoderWeights", info.decoder_weights);
   if (!info.encoder_precision.empty()) o.Set("encoderPrecision", info.encoder_precision);
+  o.Set("maskResize", info.mask_resize);
   return o;
 }
 

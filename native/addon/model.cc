@@ -60,6 +60,7 @@ Napi::Value Model::Load(const Napi::CallbackInfo& info) {
   load.threads = args::OptionalInt(options, "threads", 0, 0, args::kMaxThreads);
   load.decoder_weights = args::OptionalChoice(options, "decoderWeights", "fp32", {"fp32", "bf16"});
   load.encoder_precision = args::OptionalChoice(options, "encoderPrecision", "fp32", {"fp32", "bf16"});
+  load.mask_resize = args::OptionalChoice(options, "maskResize", "sam", {"sam", "evaluator"});
   return (new LoadWorker(env, std::move(dir), std::move(load)))->Start();
 }
 

@@ -17,14 +17,15 @@ struct Axis {
   std::vector<float> w0, w1;
 };
 
-Axis axis_weights(int in, int out) {
+// The first `count` (<= out) outputs of a resize from `in` to `out`.
+Axis axis_weights(int in, int out, int count) {
   Axis a;
-  a.i0.resize(size_t(out));
-  a.i1.resize(size_t(out));
-  a.w0.resize(size_t(out));
-  a.w1.resize(size_t(out));
+  a.i0.resize(size_t(count));
+  a.i1.resize(size_t(count));
+  a.w0.resize(size_t(count));
+  a.w1.resize(size_t(count));
   const float scale = float(in) / float(out);
-  for (int d = 0; d < out; ++d) {
+  for (int d = 0; d < count; ++d) {
     float s = scale * (float(d) + 0.5f) - 0.5f;
     if (s < 0.f) s = 0.f;
     const int i0 = std::min(static_cast<int>(std::floor(s)), in - 1);
@@ -37,13 +38,10 @@ Axis axis_weights(int in, int out) {
   return a;
 }
 
-}  // namespace
-
-void resize_bilinear_half_pixel(const float* in, int in_h, int in_w, int in_stride, float* out, int out_h,
-                                int out_w) {
-  PIXELLLM_CHECK(in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0 && in_stride >= in_w, InvalidArgument,
-                 "resize_bilinear: sizes must be positive");
-  const Axis ay = axis_weights(in_h, out_h), ax = axis_weights(in_w, out_w);
+// The top-left (out_h, out_w) region of the resize of `in` to (full_h, full_w).
+void resize_region(const float* in, int in_h, int in_w, int in_stride, int full_h, int full_w, float* out,
+                   int out_h, int out_w) {
+  const Axis ay = axis_weights(in_h, full_h, out_h), ax = axis_weights(in_w, full_w, out_w);
   for (int y = 0; y < out_h; ++y) {
     const float* r0 = in + int64_t(ay.i0[size_t(y)]) * in_stride;
     const float* r1 = in + int64_t(ay.i1[size_t(y)]) * in_stride;
@@ -59,6 +57,15 @@ void resize_bilinear_half_pixel(const float* in, int in_h, int in_w, int in_stri
   }
 }
 
+}  // namespace
+
+void resize_bilinear_half_pixel(const float* in, int in_h, int in_w, int in_stride, float* out, int out_h,
+                                int out_w) {
+  PIXELLLM_CHECK(in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0 && in_stride >= in_w, InvalidArgument,
+                 "resize_bilinear: sizes must be positive");
+  resize_region(in, in_h, in_w, in_stride, out_h, out_w, out, out_h, out_w);
+}
+
 void postprocess_mask(const float* logits, int mh, int mw, const MaskGeometry& g, uint8_t* out, float threshold) {
   PIXELLLM_CHECK(mh > 0 && mw > 0 && g.padded_h > 0 && g.padded_w > 0 && g.valid_h > 0 && g.valid_w > 0 &&
                      g.orig_h > 0 && g.orig_w > 0,
@@ -66,11 +73,17 @@ void postprocess_mask(const float* logits, int mh, int mw, const MaskGeometry& g
   PIXELLLM_CHECK(g.valid_h <= g.padded_h && g.valid_w <= g.padded_w, InvalidArgument,
                  "postprocess_mask: valid region " + std::to_string(g.valid_w) + "x" + std::to_string(g.valid_h) +
                      " exceeds the padded input " + std::to_string(g.padded_w) + "x" + std::to_string(g.padded_h));
-  // official: int(input_h * (mask_h / padded_h)) in double precision
-  const int ch = std::max(1, static_cast<int>(double(g.valid_h) * (double(mh) / double(g.padded_h))));
-  const int cw = std::max(1, static_cast<int>(double(g.valid_w) * (double(mw) / double(g.padded_w))));
   std::vector<float> up(size_t(g.orig_h) * size_t(g.orig_w));
-  resize_bilinear_half_pixel(logits, ch, cw, mw, up.data(), g.orig_h, g.orig_w);
+  if (g.resize == MaskResize::Sam) {
+    std::vector<float> valid(size_t(g.valid_h) * size_t(g.valid_w));
+    resize_region(logits, mh, mw, mw, g.padded_h, g.padded_w, valid.data(), g.valid_h, g.valid_w);
+    resize_region(valid.data(), g.valid_h, g.valid_w, g.valid_w, g.orig_h, g.orig_w, up.data(), g.orig_h, g.orig_w);
+  } else {
+    // official: int(input_h * (mask_h / padded_h)) in double precision
+    const int ch = std::max(1, static_cast<int>(double(g.valid_h) * (double(mh) / double(g.padded_h))));
+    const int cw = std::max(1, static_cast<int>(double(g.valid_w) * (double(mw) / double(g.padded_w))));
+    resize_region(logits, ch, cw, mw, g.orig_h, g.orig_w, up.data(), g.orig_h, g.orig_w);
+  }
   for (size_t i = 0; i < up.size(); ++i) out[i] = up[i] > threshold ? 1 : 0;
 }
 

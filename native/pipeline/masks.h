@@ -1,17 +1,20 @@
 // Mask post-processing (low-res SAM logits -> a binary mask at the original image size) and COCO RLE.
 //
-// Post-processing follows the official PixelLLM evaluator (scenic pixel_llm/evaluators.py,
-// rescale_and_encode_masks), which is what the published RefCOCO mask numbers use:
-//   1. crop the low-res logits (mh, mw) to the valid region of the padded input:
-//        rows [0, int(valid_h * mh / padded_h)), cols [0, int(valid_w * mw / padded_w))  (truncation, as the
-//        official int(); clamped to at least 1 row/col so tiny images never give an empty crop)
-//   2. resize the crop to (orig_h, orig_w) bilinearly with half-pixel centres: source coordinate
-//        s = max((d + 0.5) * in / out - 0.5, 0), i0 = floor(s), i1 = min(i0 + 1, in - 1), t = s - i0,
-//        value = lerp over rows of lerps over columns (cv2.INTER_LINEAR = torch interpolate(bilinear,
-//        align_corners=False, antialias=False); no antialiasing when shrinking);
-//   3. mask = value > threshold (0 for logits).
-// (SAM's own postprocess_masks instead upsamples to the padded size first; PixelLLM's evaluator does not.)
-//
+// Two post-processings (MaskResize), both bilinear with half-pixel centres (source coordinate
+// s = max((d + 0.5) * in / out - 0.5, 0), i0 = floor(s), i1 = min(i0 + 1, in - 1), t = s - i0, value = lerp over rows
+// of lerps over columns: torch interpolate(bilinear, align_corners=False, antialias=False) = cv2.INTER_LINEAR), then
+// mask = value > threshold (0 for logits):
+//   Sam (the default): segment-anything's postprocess_masks, the geometry the model was trained on (the mask loss
+//     resizes the low-res logits to the padded input): resize (mh, mw) to the padded input (padded_h, padded_w),
+//     keep its valid region [0, valid_h) x [0, valid_w), resize that to (orig_h, orig_w). Only the valid region of
+//     the first resize is computed.
+//   Evaluator: the official PixelLLM evaluator (scenic pixel_llm/evaluators.py, rescale_and_encode_masks), what the
+//     published RefCOCO mask numbers use: crop the low-res logits to rows [0, int(valid_h * mh / padded_h)), cols
+//     [0, int(valid_w * mw / padded_w)) (truncation, as the official int(); clamped to at least 1 row/col so tiny
+//     images never give an empty crop) and resize the crop to (orig_h, orig_w). Where valid * mh / padded is not a
+//     whole number the truncated crop is stretched over the image: masks move toward the bottom right by up to one
+//     low-res cell (4 input pixels), which at small input sizes costs real IoU (engines/demo/TRAINING.md measures it on
+//     the 224-pixel demo model).
 // COCO RLE (pycocotools maskApi.c): counts of alternating runs over the mask in COLUMN-major order, starting with
 // a run of zeros (possibly 0); the compressed string form is rleToString (LEB128-like 5-bit groups + '0', deltas
 // against the count two back from the third count on). Masks here are row-major (height, width) bytes, any
@@ -24,10 +27,13 @@
 
 namespace pixelllm::pipeline {
 
+enum class MaskResize { Sam, Evaluator };
+
 struct MaskGeometry {
   int valid_h = 0, valid_w = 0;    // the resized image inside the padded input (pixels of the padded input)
   int padded_h = 0, padded_w = 0;  // the padded input the model saw (config image_size)
   int orig_h = 0, orig_w = 0;      // the original image
+  MaskResize resize = MaskResize::Sam;
 };
 
 // logits (mh, mw) row-major -> out (orig_h, orig_w) row-major 0/1. INVALID_ARGUMENT on non-positive sizes or a

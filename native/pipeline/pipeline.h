@@ -32,6 +32,8 @@ struct LoadOptions {
                                            // otherwise); the TensorRT backend ignores it
   std::string encoder_precision = "fp32";  // CPU backend: "fp32" | "bf16" (image encoders compute in bfloat16;
                                            // BACKEND_UNAVAILABLE without AVX512-BF16); TensorRT ignores it
+  std::string mask_resize = "sam";         // "sam" | "evaluator": how low-res mask logits become a mask at the
+                                           // original size (pipeline/masks.h MaskResize); INVALID_ARGUMENT otherwise
 };
 
 // A non-owning view of the original image, RGB8, row-major, tightly packed (stride = width * 3).
@@ -121,6 +123,7 @@ struct ModelInfo {
   int threads = 0;                 // worker threads actually used
   std::string decoder_weights;     // "fp32" | "bf16" on the CPU backend, "" on TensorRT
   std::string encoder_precision;   // likewise
+  std::string mask_resize;         // "sam" | "evaluator" (LoadOptions)
 };
 
 class Pipeline {

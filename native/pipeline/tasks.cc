@@ -123,6 +123,7 @@ MaskResult decode_mask(const TaskModel& m, const ImageFeatures& f, const Box& mo
   mg.padded_h = mg.padded_w = g.size;
   mg.orig_h = g.orig_h;
   mg.orig_w = g.orig_w;
+  mg.resize = m.mask_resize;
   MaskResult r;
   r.width = g.orig_w;
   r.height = g.orig_h;

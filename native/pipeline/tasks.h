@@ -21,6 +21,7 @@
 
 #include "core/json.h"
 #include "pipeline/image.h"
+#include "pipeline/masks.h"
 #include "pipeline/pipeline.h"
 #include "runtime/backend.h"
 
@@ -38,6 +39,7 @@ struct TaskModel {
   int mask_size = 0;                            // low-res mask side (4 g)
   int context_length = 0;                       // the official 0-padded context row length (config
                                                 // "max_context_length", default max_caption_length)
+  MaskResize mask_resize = MaskResize::Sam;     // low-res logits -> mask at the original size (masks.h)
 
   // MODEL_FORMAT / CONFIG_MISMATCH on a config without the sections or with unsupported values.
   static TaskModel from_config(const core::Json& config, runtime::Backend* backend);

@@ -1,11 +1,14 @@
-// Mask post-processing (official evaluator: crop the valid region of the low-res logits, bilinear half-pixel
-// resize to the original size, > 0) and COCO RLE (pycocotools) against
+// Mask post-processing (both MaskResize modes, pipeline/masks.h: "sam" = bilinear to the padded input, keep the
+// valid region, bilinear to the original size; "evaluator" = the official evaluator's crop of the low-res logits,
+// bilinear to the original size; > 0) and COCO RLE (pycocotools) against
 // engines/reference/scripts/fixtures_prompt_mask.py's prompt_mask.safetensors (reference masks from torch
 // interpolate, RLE from pycocotools.mask.encode). The synthetic checks run without fixtures.
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/safetensors.h"
@@ -48,26 +51,58 @@ TEST(masks_postprocess_matches_reference) {
     if (!d) return;
     for (int i = 0; d->has("post" + std::to_string(i) + "_params"); ++i) {
       const std::string k = "post" + std::to_string(i);
-      core::Tensor prm = d->get(k + "_params", {5}), logits = d->get(k + "_logits"), want = d->get(k + "_mask");
+      core::Tensor prm = d->get(k + "_params", {5}), logits = d->get(k + "_logits");
       pipeline::MaskGeometry g;
       g.valid_h = int(prm.data()[0]);
       g.valid_w = int(prm.data()[1]);
       g.padded_h = g.padded_w = int(prm.data()[2]);
       g.orig_h = int(prm.data()[3]);
       g.orig_w = int(prm.data()[4]);
-      std::vector<uint8_t> got = pipeline::postprocess_mask(logits.data(), int(logits.dim(0)), int(logits.dim(1)), g);
-      std::vector<uint8_t> ref = to_bytes(want);
-      CHECK_EQ(got.size(), ref.size());
-      int64_t diff = 0, fg = 0;
-      for (size_t j = 0; j < std::min(got.size(), ref.size()); ++j) {
-        diff += got[j] != ref[j];
-        fg += ref[j];
+      for (const auto& [mode, key] : {std::pair{pipeline::MaskResize::Evaluator, k + "_mask"},
+                                      std::pair{pipeline::MaskResize::Sam, k + "_sam_mask"}}) {
+        g.resize = mode;
+        std::vector<uint8_t> got =
+            pipeline::postprocess_mask(logits.data(), int(logits.dim(0)), int(logits.dim(1)), g);
+        std::vector<uint8_t> ref = to_bytes(d->get(key));
+        CHECK_EQ(got.size(), ref.size());
+        int64_t diff = 0, fg = 0;
+        for (size_t j = 0; j < std::min(got.size(), ref.size()); ++j) {
+          diff += got[j] != ref[j];
+          fg += ref[j];
+        }
+        std::cout << "    " << name << " " << key << " " << g.orig_w << "x" << g.orig_h << ": " << diff
+                  << " pixels differ (foreground " << fg << ")\n";
+        CHECK_EQ(diff, int64_t(0));
       }
-      std::cout << "    " << name << " " << k << " " << g.orig_w << "x" << g.orig_h << ": " << diff
-                << " pixels differ (foreground " << fg << ")\n";
-      CHECK_EQ(diff, int64_t(0));
     }
   }
+}
+
+// Geometry without fixtures: a low-res square whose padded-input extent is known lands where it should at the
+// original size in "sam" mode, while "evaluator" stretches the truncated crop toward the bottom right.
+TEST(masks_postprocess_sam_keeps_the_geometry) {
+  const int m = 16, padded = 64;  // 4 input pixels per low-res cell
+  std::vector<float> logits(size_t(m * m), -10.f);
+  for (int y = 8; y < 12; ++y)
+    for (int x = 8; x < 12; ++x) logits[size_t(y * m + x)] = 10.f;  // input pixels [32, 48) on both axes
+  pipeline::MaskGeometry g;
+  g.padded_h = g.padded_w = padded;
+  g.valid_h = g.valid_w = 50;  // 12.5 cells: the evaluator keeps 12 and stretches them over 50 input pixels
+  g.orig_h = g.orig_w = 100;   // 2 original pixels per input pixel
+  auto centre = [&](const std::vector<uint8_t>& mask) {
+    double s = 0, n = 0;
+    for (int y = 0; y < g.orig_h; ++y)
+      for (int x = 0; x < g.orig_w; ++x)
+        if (mask[size_t(y * g.orig_w + x)]) s += x + 0.5, n += 1;
+    return s / n;
+  };
+  g.resize = pipeline::MaskResize::Sam;
+  const double sam = centre(pipeline::postprocess_mask(logits.data(), m, m, g));
+  g.resize = pipeline::MaskResize::Evaluator;
+  const double eval = centre(pipeline::postprocess_mask(logits.data(), m, m, g));
+  std::cout << "    square centre (original pixels): sam " << sam << ", evaluator " << eval << ", true 80\n";
+  CHECK(std::abs(sam - 80.0) < 0.5);
+  CHECK(eval - 80.0 > 2.0);  // 80 * 50 / 48 = 83.3
 }
 
 TEST(masks_rle_matches_pycocotools) {

@@ -11,7 +11,8 @@
 import * as assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { PixelLLM } from '../../lib';
+import { InvalidArgumentError, PixelLLM } from '../../lib';
+import { loadNative } from '../../lib/native';
 import type { Box, DenseOptions, EncodedImage, TokenEvent } from '../../lib';
 import { addonExpected } from '../helpers/native';
 import { FIXTURES } from '../helpers/paths';
@@ -32,6 +33,9 @@ interface MaskExpected {
   iou: number;
   mask_b64: string;
   mask_fraction_near_zero: number;
+  /** The same logits through LoadOptions.maskResize 'evaluator'. */
+  mask_evaluator_b64: string;
+  mask_evaluator_fraction_near_zero: number;
 }
 
 interface Expected {
@@ -74,15 +78,15 @@ function checkText(r: { tokens: number[]; score: number; events: TokenEvent[]; b
 }
 
 function checkMask(mask: { width: number; height: number; toBitmap(): Uint8Array } | undefined, iou: number | undefined,
-  e: MaskExpected, exp: Expected, what: string): void {
+  e: MaskExpected, exp: Expected, what: string, resize: 'sam' | 'evaluator' = 'sam'): void {
   assert.ok(mask && iou !== undefined, `${what}: no mask`);
   assert.ok(relErr(iou, e.iou) <= TOL, `${what}: iou ${iou} vs ${e.iou}`);
   assert.deepEqual([mask.width, mask.height], [exp.width, exp.height]);
-  const ref = Buffer.from(e.mask_b64, 'base64');
+  const ref = Buffer.from(resize === 'sam' ? e.mask_b64 : e.mask_evaluator_b64, 'base64');
   const ours = mask.toBitmap();
   let diff = 0;
   for (let i = 0; i < ref.length; i++) if ((ours[i] ? 1 : 0) !== ref[i]) diff++;
-  const budget = e.mask_fraction_near_zero + 1e-4;
+  const budget = (resize === 'sam' ? e.mask_fraction_near_zero : e.mask_evaluator_fraction_near_zero) + 1e-4;
   assert.ok(diff / ref.length <= budget, `${what}: ${diff} mask pixels differ (budget ${budget})`);
 }
 
@@ -132,6 +136,27 @@ describe('committed reference fixtures through the addon (test/fixtures/referenc
     const r = await model.segment(image, exp.segment.box);
     checkMask(r.mask, r.score, exp.segment, exp, 'segment');
     checkBox(r.box, exp.segment.box, 'segment');
+  });
+
+  it("maskResize 'evaluator': the official evaluator's crop of the same logits (segment and refer)", async () => {
+    assert.equal(model.info.maskResize, 'sam');
+    const ev = await PixelLLM.load(path.join(DIR, 'model'), { backend: 'cpu', threads: 2, maskResize: 'evaluator' });
+    try {
+      assert.equal(ev.info.maskResize, 'evaluator');
+      const img = await ev.encode({ data: readFileSync(path.join(DIR, 'image.rgb')), width: exp.width, height: exp.height, channels: 3 });
+      const s = await ev.segment(img, exp.segment.box);
+      checkMask(s.mask, s.score, exp.segment, exp, 'segment (evaluator)', 'evaluator');
+      const r = await ev.refer(img, exp.refer.expression, { mask: true });
+      checkMask(r.mask, r.maskScore, exp.refer, exp, 'refer (evaluator)', 'evaluator');
+      // the fixture's two post-processings differ, so the option reached the pipeline
+      assert.notEqual(exp.segment.mask_b64, exp.segment.mask_evaluator_b64);
+    } finally {
+      ev.dispose();
+    }
+    await assert.rejects(PixelLLM.load(path.join(DIR, 'model'), { maskResize: 'cv2' as never }), InvalidArgumentError);
+    // the addon checks it too (callers of the binding skip lib/)
+    assert.throws(() => loadNative().Model.load(path.join(DIR, 'model'), { backend: 'cpu', threads: 1, maskResize: 'nearest' }),
+      { code: 'INVALID_ARGUMENT', message: /maskResize/ });
   });
 
   it('dense captioning: proposals after NMS, their captions, scores and order', async function () {

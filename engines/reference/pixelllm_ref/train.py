@@ -109,7 +109,9 @@ class TrainConfig:
     pos_init: str = "normal"       # "normal": N(0, 0.02) position tables; "sincos": fixed 2-D sin/cos pattern x 0.5
                                    # (an initial value only; the tables are trained) so tokens know where they are
     stage: str = "full"            # "full": every task (step_losses); "vision": the image encoders alone learn each
-                                   # object's size / colour / shape from ObjectProbes (no text side; ~6x the images/s)
+                                   # object's size / colour / shape from ObjectProbes (no text side; ~6x the images/s);
+                                   # "mask": the mask adapter + mask decoder alone learn box -> mask on every object
+                                   # (the rest frozen: captions, boxes and proposals stay bit for bit the same)
     w_objects: float = 0.0         # ObjectProbes on the image features; always on (weight 1) in the vision stage
     device: str = "cpu"            # torch device of the model and the batches ("cuda" on a GPU machine)
     schedule: str = "steps"        # "steps": LR decay and ramps follow step / steps; "time": they follow the wall
@@ -231,6 +233,21 @@ def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
     return out
 
 
+def make_mask_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
+    """The mask stage's rows: the refer task's first `mask_rows` objects of each image (expression, box, mask)."""
+    seeds = step_seeds(tc, step)
+    rf = data.make_batch("refer", seeds, dc)
+    rng = np.random.default_rng([tc.seed, step, 4243])
+    rr = np.stack([_pick_rows(rf["gt_classes"][i] > 0, tc.mask_rows, rng) for i in range(len(seeds))])
+    take = lambda a, idx: np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)  # noqa
+    text, ctx = take(rf["text_tokens"], rr), take(rf["context_tokens"], rr)
+    lt, lc = _trim(text), _trim(ctx)
+    return {"images": rf["images"], "padding_mask": rf["padding_mask"], "refer_text": text[..., :lt],
+            "refer_ctx": ctx[..., :lc], "refer_boxes": take(rf["gt_boxes"], rr),
+            "refer_valid": take(rf["gt_classes"], rr) > 0, "refer_pv": take(rf["point_valid_mask"], rr)[..., :lt],
+            "refer_masks": take(rf["gt_masks"], rr)}
+
+
 def make_vision_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
     """The vision stage's images (padded like data.example) with each object's visible mask and size / colour /
     shape indices (ATTRS order), up to dc.max_prompts objects per image."""
@@ -315,7 +332,7 @@ def _data_worker(queue, tc_dict: dict, dc_dict: dict, start: int, stop: int, str
     scenes.make_layout = functools.lru_cache(maxsize=64)(scenes.make_layout)
     tc, dc = TrainConfig(**tc_dict), data.DataConfig(**dc_dict)
     parent = os.getppid() if parent is None else parent
-    make = make_vision_batch if tc.stage == "vision" else make_step_batch
+    make = STAGES[tc.stage][0]
     for step in range(start, stop, stride):
         item = (step, make(tc, dc, step))
         while True:
@@ -349,7 +366,7 @@ class Prefetcher:
 
     def get(self, step: int) -> dict:
         if not self.procs:
-            return (make_vision_batch if self.tc.stage == "vision" else make_step_batch)(self.tc, self.dc, step)
+            return STAGES[self.tc.stage][0](self.tc, self.dc, step)
         k = (step - self.start) % len(self.procs)
         deadline = time.time() + 600
         while True:
@@ -550,7 +567,8 @@ class ObjectProbes(nn.Module):
         return m
 
 
-def vision_losses(model: PixelLLM, batch: dict) -> tuple[torch.Tensor, dict]:
+def vision_losses(model: PixelLLM, batch: dict, tc: TrainConfig | None = None, step: int = 0,
+                  elapsed: float = 0.0) -> tuple[torch.Tensor, dict]:
     """The vision stage: image encoders + ObjectProbes only."""
     enc = model.encode(batch["images"], batch["padding_mask"])
     m = model.training_objects.losses(enc, batch)
@@ -576,6 +594,51 @@ def mask_prompt_boxes(gt: torch.Tensor, pred: torch.Tensor, p_pred: float, jitte
     wmax, hmax = image_hw[:, 1].view(b, 1), image_hw[:, 0].view(b, 1)
     return torch.stack([x1[..., 0].clamp(min=0), y1[..., 0].clamp(min=0), torch.minimum(x2[..., 0], wmax),
                         torch.minimum(y2[..., 0], hmax)], dim=-1)
+
+
+def mask_terms(model: PixelLLM, enc: dict, vis: torch.Tensor, tr: dict, batch: dict, k: int, p_pred: float,
+               jitter: float, rng: np.random.Generator) -> dict:
+    """SAM mask loss of the first k refer rows: the mask decoder prompted with the model's own (detached) referring
+    box with probability p_pred, else the jittered gt box; the mask adapter reads the rows' text states `tr`."""
+    gt_boxes = batch["refer_boxes"].float()
+    pred = boxes_from_points(tr["point_coords"][:, :k], batch["refer_pv"][:, :k]).detach()
+    prompt = mask_prompt_boxes(gt_boxes[:, :k], pred, p_pred, jitter, enc["image_hw"], rng)
+    pe = model.prompt_encoder
+    sparse = model.mask_adapter(pe.embed_boxes(prompt, model.image_size), vis[:, :k], tr["text_feats"][:, :k])
+    sam = enc["sam"]
+    masks, iou = model.mask_decoder.predict(sam, pe.get_dense_pe(sam.shape[1], sam.shape[2]), sparse,
+                                            pe.dense_embedding())
+    mk = losses.sam_mask_loss(masks, iou, batch["refer_masks"][:, :k], batch["refer_valid"][:, :k],
+                              enc["padding_mask"])
+    return {"mask": mk["mask_loss"], "mask_focal": mk["mask_focal_loss"].detach(),
+            "mask_dice": mk["mask_dice_loss"].detach(), "mask_iou": mk["mask_iou_pred_loss"].detach()}
+
+
+MASK_STAGE_MODULES = ("mask_adapter", "mask_decoder")
+
+
+def mask_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int, elapsed: float = 0.0
+                ) -> tuple[torch.Tensor, dict]:
+    """The mask stage: the frozen model encodes the images and teacher-forces each row's referring expression
+    (no gradient); only the mask adapter and the mask decoder (MASK_STAGE_MODULES) learn."""
+    rng = np.random.default_rng([tc.seed, step, 778])
+    with torch.no_grad():
+        enc = model.encode(batch["images"], batch["padding_mask"])
+        vis = model.visual_tokens(enc, None)
+        b, r = batch["refer_text"].shape[:2]
+        vis = vis.expand(b, r, *vis.shape[2:])
+        tr = model.teacher_forced(enc, vis, batch["refer_text"], batch["refer_ctx"])
+    m = mask_terms(model, enc, vis, tr, batch, r, pred_box_prob(tc, step, elapsed), tc.box_jitter, rng)
+    total = tc.w_mask * m["mask"]
+    m["total"] = total
+    return total, {k: float(v.detach()) for k, v in m.items()}
+
+
+def freeze_for_stage(model: PixelLLM, tc: TrainConfig) -> None:
+    """The mask stage trains MASK_STAGE_MODULES only (set before the optimizer is made, on fresh and resumed runs)."""
+    if tc.stage == "mask":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.split(".")[0] in MASK_STAGE_MODULES)
 
 
 def text_weight(tc: TrainConfig, step: int) -> float:
@@ -645,19 +708,8 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int, elapse
     gt_boxes = batch["refer_boxes"].float()
     m["refer_point"] = losses.point_loss(tr["point_coords"], batch["refer_pv"], gt_boxes.reshape(b, r, 2, 2),
                                          batch["refer_valid"], "l1_nonzero")
-    k = min(tc.mask_rows, r)
-    pred = boxes_from_points(tr["point_coords"][:, :k], batch["refer_pv"][:, :k]).detach()
-    prompt = mask_prompt_boxes(gt_boxes[:, :k], pred, pred_box_prob(tc, step, elapsed), tc.box_jitter,
-                               enc["image_hw"], rng)
-    pe = model.prompt_encoder
-    sparse = model.mask_adapter(pe.embed_boxes(prompt, model.image_size), vis_r[:, :k], tr["text_feats"][:, :k])
-    sam = enc["sam"]
-    masks, iou = model.mask_decoder.predict(sam, pe.get_dense_pe(sam.shape[1], sam.shape[2]), sparse,
-                                            pe.dense_embedding())
-    mk = losses.sam_mask_loss(masks, iou, batch["refer_masks"][:, :k], batch["refer_valid"][:, :k],
-                              enc["padding_mask"])
-    m.update(mask=mk["mask_loss"], mask_focal=mk["mask_focal_loss"].detach(), mask_dice=mk["mask_dice_loss"].detach(),
-             mask_iou=mk["mask_iou_pred_loss"].detach())
+    m.update(mask_terms(model, enc, vis_r, tr, batch, min(tc.mask_rows, r), pred_box_prob(tc, step, elapsed),
+                        tc.box_jitter, rng))
     # region captions (prompt = object box)
     vis_g_a = model.visual_tokens(enc, batch["region_boxes"].float())
     vis_g = cut(vis_g_a)
@@ -707,6 +759,11 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int, elapse
              + tc.w_attn * m.get("attn_guide", torch.zeros(())))
     m["total"] = total
     return total, {k: float(v.detach()) for k, v in m.items()}
+
+
+# each stage: (batch maker (tc, dc, step) -> numpy batch, losses (model, batch, tc, step, elapsed) -> total, metrics)
+STAGES = {"full": (make_step_batch, step_losses), "vision": (make_vision_batch, vision_losses),
+          "mask": (make_mask_batch, mask_losses)}
 
 
 # ---- schedule / checkpoints ----------------------------------------------------------------------------------
@@ -860,6 +917,9 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
     device = torch.device(tc.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"TrainConfig.device {tc.device!r}: this torch ({torch.__version__}) sees no CUDA device")
+    if tc.stage not in STAGES:
+        raise ValueError(f"TrainConfig.stage must be one of {sorted(STAGES)}, got {tc.stage!r}")
+    freeze_for_stage(model, tc)
     model.to(device)
     opt = make_optimizer(model, tc)
     if opt_state is not None:
@@ -870,8 +930,6 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
     model.train()
     if tc.schedule not in ("steps", "time"):
         raise ValueError(f"TrainConfig.schedule must be 'steps' or 'time', got {tc.schedule!r}")
-    if tc.stage not in ("full", "vision"):
-        raise ValueError(f"TrainConfig.stage must be 'full' or 'vision', got {tc.stage!r}")
     if tc.w_cells > 0:
         if cfg["prompt_adapter"].get("prompt_fuse_fn") != "dense":
             raise ValueError("w_cells > 0 needs prompt_adapter.prompt_fuse_fn 'dense' (per-cell visual tokens)")
@@ -894,8 +952,7 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
             for g in opt.param_groups:
                 frozen = g is opt.param_groups[1] and step < tc.adapter_freeze
                 g["lr"] = 0.0 if frozen else lr_at(tc, step, elapsed) * g["lr_mult"]
-            total, metrics = (vision_losses(model, batch) if tc.stage == "vision"
-                              else step_losses(model, batch, tc, step, elapsed))
+            total, metrics = STAGES[tc.stage][1](model, batch, tc, step, elapsed)
             opt.zero_grad(set_to_none=True)
             total.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)

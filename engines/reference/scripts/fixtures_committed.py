@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "engines" / "reference"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fixtures_proposal import dense_run  # noqa: E402
-from make_golden_models import postprocess_mask  # noqa: E402
+from pixelllm_ref.mask_postprocess import postprocess_mask  # noqa: E402
 from pixelllm_ref import configs, convert, data, decoding, preprocess, scenes, tokenizer, train  # noqa: E402
 from pixelllm_ref import proposal_head as ph  # noqa: E402
 from pixelllm_ref.scene_render import render  # noqa: E402
@@ -227,9 +227,12 @@ def text_task(model, enc, vis, out: dict, ctx, capped: bool) -> dict:
 
 
 def mask_view(model, logits: torch.Tensor, iou: torch.Tensor, hw) -> dict:
-    mask, near = postprocess_mask(logits.numpy(), hw, model.image_size[0], hw)
+    mask, near = postprocess_mask(logits.numpy(), hw, model.image_size[0], hw, "sam")
+    ev, ev_near = postprocess_mask(logits.numpy(), hw, model.image_size[0], hw, "evaluator")
     return {"iou": float(iou), "mask_b64": base64.b64encode(mask.astype(np.uint8).tobytes()).decode(),
-            "mask_fraction_near_zero": near, "mask_size": list(logits.shape)}
+            "mask_fraction_near_zero": near, "mask_size": list(logits.shape),
+            "mask_evaluator_b64": base64.b64encode(ev.astype(np.uint8).tobytes()).decode(),
+            "mask_evaluator_fraction_near_zero": ev_near}
 
 
 def masks_for(model, enc, box, vis, tokens, ctx, arrays: dict, tag: str) -> tuple[torch.Tensor, torch.Tensor]:

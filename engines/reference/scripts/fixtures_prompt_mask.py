@@ -23,12 +23,15 @@ For each golden case writes into `build/fixtures/golden/<case>/`:
       ref_{tag}_masks (1,96,96), ref_{tag}_iou (1,)      reference mask decoder (mask token 0)
       ref_{tag}_multi_masks (3,96,96), ref_{tag}_multi_iou (3,)  the same with multimask_output=True
       golden_{tag}_masks, golden_{tag}_iou               the official outputs (the judge)
-    post-processing (official pixel_llm evaluators.rescale_and_encode_masks): for i in 0..:
+    post-processing (pixelllm_ref.mask_postprocess; bilinear = half-pixel centres, edge clamp, no antialias:
+    cv2.INTER_LINEAR = torch interpolate(align_corners=False)): for i in 0..:
       post{i}_params (5,)         [valid_h, valid_w, padded_size, orig_h, orig_w]
       post{i}_logits (96,96)      the low-res logits (golden cap/ref masks)
-      post{i}_mask (orig_h,orig_w)  crop [:int(valid_h*96/padded), :int(valid_w*96/padded)], bilinear resize
-                                  (half-pixel centres, edge clamp, no antialias: cv2.INTER_LINEAR = torch
-                                  interpolate(align_corners=False)) to the original size, then > 0
+      post{i}_mask (orig_h,orig_w)  "evaluator" (official pixel_llm evaluators.rescale_and_encode_masks): crop
+                                  [:int(valid_h*96/padded), :int(valid_w*96/padded)], bilinear to the original
+                                  size, then > 0
+      post{i}_sam_mask            "sam" (segment-anything postprocess_masks): bilinear to (padded, padded), keep
+                                  [:valid_h, :valid_w], bilinear to the original size, then > 0
     COCO RLE (pycocotools.mask.encode of a Fortran-ordered mask): for j in 0..:
       rle{j}_mask (h,w)           0/1 mask (post masks, random masks, edge cases)
       rle{j}_counts (n,)          uncompressed counts (pycocotools frString of the compressed string)
@@ -45,11 +48,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "engines" / "reference"))
 
+from pixelllm_ref.mask_postprocess import postprocess_mask  # noqa: E402
 from pixelllm_ref import (convert, decoding, feature_fusion, git_decoder, mask_adapter, mask_decoder,  # noqa: E402
                           point_head, prompt_adapter, prompt_encoder, t5)
 from pixelllm_ref.golden import fixture_main, load_golden, rel_l2  # noqa: E402
@@ -67,15 +70,6 @@ def _check(what: str, ours, golden, tol: float = 1e-4) -> float:
     if not err <= tol:
         raise AssertionError(f"{what}: reference vs golden rel L2 {err:.3e} > {tol}")
     return err
-
-
-def postprocess_mask(logits: np.ndarray, valid_hw, padded: int, orig_hw) -> np.ndarray:
-    """Official evaluators.rescale_and_encode_masks on one (h,w) low-res logit map -> bool (orig_h, orig_w)."""
-    mh, mw = logits.shape
-    ch, cw = int(valid_hw[0] * (mh / padded)), int(valid_hw[1] * (mw / padded))
-    crop = torch.from_numpy(np.ascontiguousarray(logits[:ch, :cw], dtype=np.float32))[None, None]
-    up = F.interpolate(crop, size=tuple(int(v) for v in orig_hw), mode="bilinear", align_corners=False)
-    return (up[0, 0] > 0).numpy()
 
 
 def rle_cases(rng: np.random.Generator, post_masks: list[np.ndarray]) -> list[np.ndarray]:
@@ -177,10 +171,12 @@ def write_case(name: str, out_root: Path) -> None:
     post = []
     for i, (oh, ow) in enumerate(origs):
         logits = a["golden_cap_masks"][0] if i % 2 == 0 else a["golden_ref_masks"][0]
-        mk = postprocess_mask(logits, (vh, vw), padded, (oh, ow))
+        mk, _ = postprocess_mask(logits, (vh, vw), padded, (oh, ow), "evaluator")
+        sam, _ = postprocess_mask(logits, (vh, vw), padded, (oh, ow), "sam")
         a[f"post{i}_params"] = np.array([vh, vw, padded, oh, ow], np.float32)
         a[f"post{i}_logits"] = logits.astype(np.float32)
         a[f"post{i}_mask"] = mk.astype(np.float32)
+        a[f"post{i}_sam_mask"] = sam.astype(np.float32)
         post.append(mk)
 
     meta = {"producer": "engines/reference/scripts/fixtures_prompt_mask.py", "case": name}

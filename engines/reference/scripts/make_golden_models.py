@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "engines" / "reference"))
@@ -45,6 +44,7 @@ from pixelllm_ref.convert import write_model_dir  # noqa: E402
 from pixelllm_ref.data import resized_hw  # noqa: E402
 from pixelllm_ref.decoding import REPEAT_LOGIT  # noqa: E402
 from pixelllm_ref.golden import GOLDEN_CASES, load_golden  # noqa: E402
+from pixelllm_ref.mask_postprocess import postprocess_mask  # noqa: E402
 from pixelllm_ref.model import PixelLLM, from_golden  # noqa: E402
 
 
@@ -74,16 +74,6 @@ def make_tokenizer(cfg: dict, context_words: dict[str, int]) -> str:
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     tok.add_special_tokens(sorted(set(special.values())))
     return tok.to_str(pretty=True)
-
-
-def postprocess_mask(logits: np.ndarray, valid_hw, padded: int, orig_hw) -> tuple[np.ndarray, float]:
-    """Official evaluators.rescale_and_encode_masks (crop to the valid region, bilinear to the original size,
-    > 0) -> (bool mask, fraction of pixels within 1e-3 of the threshold)."""
-    mh, mw = logits.shape
-    ch, cw = int(valid_hw[0] * (mh / padded)), int(valid_hw[1] * (mw / padded))
-    crop = torch.from_numpy(np.ascontiguousarray(logits[:ch, :cw], dtype=np.float32))[None, None]
-    up = F.interpolate(crop, size=tuple(int(x) for x in orig_hw), mode="bilinear", align_corners=False)[0, 0]
-    return (up > 0).numpy(), float((up.abs() < 1e-3).float().mean())
 
 
 def until_eos(row: np.ndarray, eos: int) -> list[int]:
