@@ -44,6 +44,7 @@ Usage (from engines/reference):
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import json
@@ -62,7 +63,7 @@ from torch import nn
 from . import data, losses, proposal_head, scenes, tokenizer
 from .scene_render import render
 from .model import PixelLLM
-from .point_head import boxes_from_points
+from .point_head import boxes_from_points, image_shape_from_padding_mask
 
 TRAIN_SEED_LIMIT = 10 ** 6
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.json"
@@ -113,6 +114,9 @@ class TrainConfig:
                                    # "mask": the mask adapter + mask decoder alone learn box -> mask on every object
                                    # (the rest frozen: captions, boxes and proposals stay bit for bit the same)
     w_objects: float = 0.0         # ObjectProbes on the image features; always on (weight 1) in the vision stage
+    mask_encoder: bool = False     # mask stage: the SAM image encoder learns too, held to the fused features it
+                                   # started from (what the text side and the proposal head read) by w_keep
+    w_keep: float = 10.0           # weight of that hold: mean squared change of the fused features / their mean square
     device: str = "cpu"            # torch device of the model and the batches ("cuda" on a GPU machine)
     schedule: str = "steps"        # "steps": LR decay and ramps follow step / steps; "time": they follow the wall
                                    # budget (elapsed / minutes), for runs whose speed is not known ahead
@@ -124,7 +128,7 @@ def build_model(cfg: dict) -> PixelLLM:
     return PixelLLM(cfg)
 
 
-TRAINING_ONLY = ("training_probes.", "training_cells.", "training_objects.")
+TRAINING_ONLY = ("training_probes.", "training_cells.", "training_objects.", "training_teacher_sam.")
 
 
 def add_training_modules(model: PixelLLM, tc: "TrainConfig") -> None:
@@ -135,6 +139,8 @@ def add_training_modules(model: PixelLLM, tc: "TrainConfig") -> None:
         model.add_module("training_cells", CellProbes(dim))
     if tc.stage == "vision" or tc.w_objects > 0:
         model.add_module("training_objects", ObjectProbes(model.cfg))
+    if tc.stage == "mask" and tc.mask_encoder:  # the SAM image encoder as the run started (set after init-from)
+        model.add_module("training_teacher_sam", copy.deepcopy(model.sam_image_encoder))
 
 
 def inference_state(state_dict: dict) -> dict:
@@ -620,25 +626,46 @@ MASK_STAGE_MODULES = ("mask_adapter", "mask_decoder")
 def mask_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int, elapsed: float = 0.0
                 ) -> tuple[torch.Tensor, dict]:
     """The mask stage: the frozen model encodes the images and teacher-forces each row's referring expression
-    (no gradient); only the mask adapter and the mask decoder (MASK_STAGE_MODULES) learn."""
+    (no gradient); only the mask adapter and the mask decoder (MASK_STAGE_MODULES) learn. With tc.mask_encoder the
+    SAM image encoder learns too (the mask loss reaches it through the mask decoder's image embedding), and
+    `keep` holds the fused features (its output resized to the fusion grid, next to EVA02's) to what a frozen copy
+    of its starting weights gives: the text side and the proposal head read only those, the mask decoder reads the
+    full SAM grid."""
     rng = np.random.default_rng([tc.seed, step, 778])
+    keep = None
+    if tc.mask_encoder:
+        images, pad = batch["images"].to(torch.float32), batch["padding_mask"]
+        sam = model.sam_image_encoder(images, pad)
+        with torch.no_grad():
+            eva = model.eva02_encoder(images, pad)
+            held = model.feature_fusion(eva02_encoder=eva, sam_image_encoder=model.training_teacher_sam(images, pad))
+        fused = model.feature_fusion(eva02_encoder=eva, sam_image_encoder=sam)
+        keep = (fused - held).square().mean() / held.square().mean().clamp(min=1e-12)
+        enc = {"sam": sam, "eva02": eva, "features": fused.detach(), "image_hw": image_shape_from_padding_mask(pad),
+               "padding_mask": pad}
     with torch.no_grad():
-        enc = model.encode(batch["images"], batch["padding_mask"])
+        if keep is None:
+            enc = model.encode(batch["images"], batch["padding_mask"])
         vis = model.visual_tokens(enc, None)
         b, r = batch["refer_text"].shape[:2]
         vis = vis.expand(b, r, *vis.shape[2:])
         tr = model.teacher_forced(enc, vis, batch["refer_text"], batch["refer_ctx"])
     m = mask_terms(model, enc, vis, tr, batch, r, pred_box_prob(tc, step, elapsed), tc.box_jitter, rng)
     total = tc.w_mask * m["mask"]
+    if keep is not None:
+        m["keep"] = keep
+        total = total + tc.w_keep * keep
     m["total"] = total
     return total, {k: float(v.detach()) for k, v in m.items()}
 
 
 def freeze_for_stage(model: PixelLLM, tc: TrainConfig) -> None:
-    """The mask stage trains MASK_STAGE_MODULES only (set before the optimizer is made, on fresh and resumed runs)."""
+    """The mask stage trains MASK_STAGE_MODULES only (+ the SAM image encoder with tc.mask_encoder); set before the
+    optimizer is made, on fresh and resumed runs."""
     if tc.stage == "mask":
+        train_ = set(MASK_STAGE_MODULES) | ({"sam_image_encoder"} if tc.mask_encoder else set())
         for name, p in model.named_parameters():
-            p.requires_grad_(name.split(".")[0] in MASK_STAGE_MODULES)
+            p.requires_grad_(name.split(".")[0] in train_)
 
 
 def text_weight(tc: TrainConfig, step: int) -> float:
@@ -909,6 +936,8 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
             bad = [k for k in missing + unexpected if not k.startswith(TRAINING_ONLY)]
             if bad:
                 raise ValueError(f"--init-from {init_from}: tensors differ: {bad[:5]}")
+        if hasattr(model, "training_teacher_sam"):  # the mask stage's hold: the encoder as this run starts
+            model.training_teacher_sam.load_state_dict(model.sam_image_encoder.state_dict())
         opt_state = None
         step, elapsed, examples = 0, 0.0, 0
         log.write(json.dumps({"event": "start", "train_config": dataclasses.asdict(tc),

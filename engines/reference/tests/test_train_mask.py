@@ -50,3 +50,23 @@ def test_mask_stage_trains_only_the_mask_side(tmp_path):
     assert [r["step"] for r in log if "mask" in r] == [1, 2, 3] and not any("trace_text" in r for r in log)
     again = train.inference_state(torch.load(tmp_path / "m" / "ckpt.pt", weights_only=False)["model"])
     assert {k.split(".")[0] for k in before if not torch.equal(before[k], again[k])} == set(train.MASK_STAGE_MODULES)
+
+
+def test_mask_stage_with_the_encoder_holds_the_fused_features(tmp_path):
+    cfg = tiny_cfg()
+    train.train(tmp_path / "f", train.TrainConfig(**{**TC, "steps": 1}), resume=False, cfg=cfg)
+    tc = train.TrainConfig(**{**TC, "steps": 2, "stage": "mask", "mask_rows": 3, "w_probe": 0.0,
+                              "mask_encoder": True, "w_keep": 10.0})
+    train.train(tmp_path / "m", tc, resume=False, cfg=cfg, init_from=tmp_path / "f" / "ckpt.pt")
+    log = [json.loads(x) for x in (tmp_path / "m" / "train.log").read_text().splitlines()]
+    keep = [r["keep"] for r in log if "keep" in r]
+    assert len(keep) == 2 and keep[0] == 0.0 and np.isfinite(keep[1])  # the first step starts at the teacher
+    ck = torch.load(tmp_path / "m" / "ckpt.pt", weights_only=False)["model"]
+    before = train.inference_state(torch.load(tmp_path / "f" / "ckpt.pt", weights_only=False)["model"])
+    after = train.inference_state(ck)
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == set(train.MASK_STAGE_MODULES) | {"sam_image_encoder"}
+    # the teacher is the starting encoder, and it is not part of the exported model
+    teacher = {k[len("training_teacher_sam."):]: v for k, v in ck.items() if k.startswith("training_teacher_sam.")}
+    assert teacher and all(torch.equal(v, before["sam_image_encoder." + k]) for k, v in teacher.items())
+    assert not any(k.startswith("training_teacher_sam.") for k in after)
