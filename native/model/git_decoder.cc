@@ -202,6 +202,20 @@ void GitDecoder::finish_layer(const Layer& L, Rows& b, int rows) const {
   cpu::layer_norm(b.att.data(), rows, d, L.ln2_g.data(), L.ln2_b.data(), cfg_.output_ln_eps, b.x.data());
 }
 
+template <class Attend>
+void GitDecoder::run_text_layers(Rows& b, int rows, Attend&& attend, float* logits, float* hidden) const {
+  const int d = cfg_.hidden_size;
+  float* x = b.x.data();
+  for (int li = 0; li < cfg_.num_layers; ++li) {
+    const Layer& L = layers_[li];
+    cpu::linear(x, rows, L.qkv_w, L.qkv_b.data(), b.qkv.data());
+    attend(li, b.qkv.data());
+    finish_layer(L, b, rows);
+  }
+  if (hidden) std::memcpy(hidden, x, static_cast<size_t>(rows) * d * sizeof(float));
+  if (logits) cpu::linear(x, rows, out_w_, out_b_.data(), logits);
+}
+
 void GitDecoder::prefill(TextDecoderState& base, const float* visual, int n_visual, const int32_t* context,
                          int n_context, int num_sequences) const {
   State& s = static_cast<State&>(base);
@@ -321,18 +335,15 @@ void GitDecoder::step(TextDecoderState& base, const int32_t* tokens, float* logi
   const int n = s.num_sequences(), pos = s.position(), d = cfg_.hidden_size;
   float* x = s.b.x.data();
   for (int i = 0; i < n; ++i) embed(tokens + i, 1, pos, x + static_cast<int64_t>(i) * d);  // same position each
-  for (int li = 0; li < cfg_.num_layers; ++li) {
-    const Layer& L = layers_[li];
-    cpu::linear(x, n, L.qkv_w, L.qkv_b.data(), s.b.qkv.data());
-    for (int r = 0; r < n; ++r)
-      attend_text_row(li, s, r, s.b.qkv.data() + static_cast<int64_t>(r) * 3 * d,
-                      s.b.ctx.data() + static_cast<int64_t>(r) * d);
-    finish_layer(L, s.b, n);
-  }
+  run_text_layers(
+      s.b, n,
+      [&](int li, float* qkv) {
+        for (int r = 0; r < n; ++r)
+          attend_text_row(li, s, r, qkv + static_cast<int64_t>(r) * 3 * d, s.b.ctx.data() + static_cast<int64_t>(r) * d);
+      },
+      logits, hidden);
   advance(s.seqs.data(), n, pos);
   s.set_position(pos + 1);
-  if (hidden) std::memcpy(hidden, x, static_cast<size_t>(n) * d * sizeof(float));
-  if (logits) cpu::linear(x, n, out_w_, out_b_.data(), logits);
 }
 
 void GitDecoder::step_block(TextDecoderState& base, const int32_t* tokens, int n, float* logits,
@@ -359,33 +370,30 @@ void GitDecoder::step_block(TextDecoderState& base, const int32_t* tokens, int n
   const int64_t ld = s.prefix.length() + pos + n;
   std::vector<float> scores(static_cast<size_t>(rows) * ld);
   std::shared_ptr<core::ThreadPool> pool = cpu::blas_pool();
-  for (int li = 0; li < cfg_.num_layers; ++li) {
-    const Layer& L = layers_[li];
-    float* qkv = b->qkv.data();
-    cpu::linear(x, rows, L.qkv_w, L.qkv_b.data(), qkv);
-    for (int row = 0; row < rows; ++row) {  // the block's K/V first: row (r, i) sits at position pos + i
-      const float* q = qkv + static_cast<int64_t>(row) * 3 * d;
-      s.seqs[row / n].write(li, pos + row % n, q + d, q + 2 * d);
-    }
-    auto attend = [&](int64_t r0, int64_t r1) {
-      for (int64_t row = r0; row < r1; ++row)
-        attend_text(li, s, static_cast<int>(row / n), pos + static_cast<int>(row % n), qkv + row * 3 * d,
-                    b->ctx.data() + row * d, scores.data() + row * ld);
-    };
-    if (pool && pool->size() > 1 && rows > 1)
-      pool->parallel_for(rows, attend);
-    else
-      attend(0, rows);
-    finish_layer(L, *b, rows);
-  }
+  run_text_layers(
+      *b, rows,
+      [&](int li, float* qkv) {
+        for (int row = 0; row < rows; ++row) {  // the block's K/V first: row (r, i) sits at position pos + i
+          const float* q = qkv + static_cast<int64_t>(row) * 3 * d;
+          s.seqs[row / n].write(li, pos + row % n, q + d, q + 2 * d);
+        }
+        auto attend = [&](int64_t r0, int64_t r1) {
+          for (int64_t row = r0; row < r1; ++row)
+            attend_text(li, s, static_cast<int>(row / n), pos + static_cast<int>(row % n), qkv + row * 3 * d,
+                        b->ctx.data() + row * d, scores.data() + row * ld);
+        };
+        if (pool && pool->size() > 1 && rows > 1)
+          pool->parallel_for(rows, attend);
+        else
+          attend(0, rows);
+      },
+      logits, hidden);
   for (int r = 0; r < ns; ++r) {
     runtime::KvCache& kv = s.seqs[r];
     for (int i = 0; i < n; ++i) kv.valid()[pos + i] = 1;
     kv.set_length(pos + n);
   }
   s.set_position(pos + n);
-  if (hidden) std::memcpy(hidden, x, static_cast<size_t>(rows) * d * sizeof(float));
-  if (logits) cpu::linear(x, rows, out_w_, out_b_.data(), logits);
 }
 
 std::unique_ptr<TextDecoderWorkspace> GitDecoder::new_workspace(int max_rows) const {
@@ -426,32 +434,30 @@ void GitDecoder::step_rows(TextDecoderState* const* states, int count, const int
   std::vector<int> first(count + 1, 0);
   for (int i = 0; i < count; ++i) first[i + 1] = first[i] + states[i]->num_sequences();
   std::shared_ptr<core::ThreadPool> pool = cpu::blas_pool();
-  for (int li = 0; li < cfg_.num_layers; ++li) {
-    const Layer& L = layers_[li];
-    cpu::linear(x, total, L.qkv_w, L.qkv_b.data(), b.qkv.data());  // one product over all rows
-    // Attention per state over its own caches, the states spread over the pool (a state's rows share its score
-    // buffer, so they stay on one thread).
-    auto attend = [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        State& s = static_cast<State&>(*states[i]);
-        for (int r = 0, row = first[i]; r < s.num_sequences(); ++r, ++row)
-          attend_text_row(li, s, r, b.qkv.data() + static_cast<int64_t>(row) * 3 * d,
-                          b.ctx.data() + static_cast<int64_t>(row) * d);
-      }
-    };
-    if (pool && pool->size() > 1)
-      pool->parallel_for(count, attend);
-    else
-      attend(0, count);
-    finish_layer(L, b, total);
-  }
+  run_text_layers(
+      b, total,
+      [&](int li, float* qkv) {
+        // Attention per state over its own caches, the states spread over the pool (a state's rows share its
+        // score buffer, so they stay on one thread).
+        auto attend = [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            State& s = static_cast<State&>(*states[i]);
+            for (int r = 0, row = first[i]; r < s.num_sequences(); ++r, ++row)
+              attend_text_row(li, s, r, qkv + static_cast<int64_t>(row) * 3 * d,
+                              b.ctx.data() + static_cast<int64_t>(row) * d);
+          }
+        };
+        if (pool && pool->size() > 1)
+          pool->parallel_for(count, attend);
+        else
+          attend(0, count);
+      },
+      logits, hidden);
   for (int i = 0; i < count; ++i) {
     State& s = static_cast<State&>(*states[i]);
     advance(s.seqs.data(), s.num_sequences(), s.position());
     s.set_position(s.position() + 1);
   }
-  if (hidden) std::memcpy(hidden, x, static_cast<size_t>(total) * d * sizeof(float));
-  if (logits) cpu::linear(x, total, out_w_, out_b_.data(), logits);
 }
 
 void GitDecoder::reorder(TextDecoderState& base, const int* parents) const {

@@ -91,6 +91,11 @@ class GitDecoder final : public TextDecoder {
   void attend_text(int li, State& state, int r, int pos, float* q, float* ctx, float* scores) const;
   // Post-attention half of a BERT layer over `rows` rows: x := LN2(a + FFN(a)), a = LN1(x + dense(ctx)).
   void finish_layer(const Layer& layer, Rows& b, int rows) const;
+  // The layer loop of every text pass after the prefill (step, step_block, step_rows) over the embedded rows in
+  // b.x: per layer the fused qkv product over all rows, then attend(li, qkv) (the caller's K/V writes and
+  // attention into b.ctx), then finish_layer; at the end the hidden states and logits of the rows (either null).
+  template <class Attend>
+  void run_text_layers(Rows& b, int rows, Attend&& attend, float* logits, float* hidden) const;
 
   GitDecoderConfig cfg_;
   cpu::PackedWeight vis_w_;  // float32 panels in either weight format (prefill only: no bytes to save per step)
