@@ -262,7 +262,7 @@ export function formatEval(r: EvalResult): string {
   const pct = (v: number | null) => (v === null ? 'n/a' : `${(100 * v).toFixed(1)}%`);
   const rows: [string, string][] = [
     ['referAcc50', pct(r.referAcc50)],
-    ['maskIoU', r.maskIoU === null ? 'n/a' : r.maskIoU.toFixed(3)],
+    ['maskIoU', r.maskIoU === null ? 'n/a' : `${r.maskIoU.toFixed(3)}  (masks resized the '${r.maskResize}' way)`],
     ['pointInObject', `${pct(r.pointInObject)}  (${r.details.pointWords} words, ${r.details.captionUnmatchedMentions}/${r.details.captionMentions} mentions match no object; captions name ${r.details.captionObjectsNamed}/${r.objects} objects)`],
     ['regionCaptionExact', pct(r.regionCaptionExact)],
     ['denseAP50', r.denseAP50 === null ? 'n/a' : r.denseAP50.toFixed(3) + `  (${r.details.denseTruePositives}/${r.details.denseDetections} detections correct)`],

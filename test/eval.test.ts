@@ -206,6 +206,7 @@ describe('eval harness (native runtime)', function () {
     assert.ok(r.tokensPerSecond! > 0);
     assert.ok(r.details.captionTokens > 0);
     assert.match(formatEval(r), /referAcc50/);
+    assert.equal(r.maskResize, 'sam');
     JSON.stringify(r);
   });
 });
