@@ -59,6 +59,13 @@ void resize_region(const float* in, int in_h, int in_w, int in_stride, int full_
 
 }  // namespace
 
+MaskResize parse_mask_resize(const std::string& name) {
+  if (name == "sam") return MaskResize::Sam;
+  if (name == "evaluator") return MaskResize::Evaluator;
+  throw core::Error(core::ErrorCode::InvalidArgument,
+                    "mask_resize must be \"sam\" or \"evaluator\", got \"" + name + "\"");
+}
+
 void resize_bilinear_half_pixel(const float* in, int in_h, int in_w, int in_stride, float* out, int out_h,
                                 int out_w) {
   PIXELLLM_CHECK(in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0 && in_stride >= in_w, InvalidArgument,

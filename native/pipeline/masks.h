@@ -28,6 +28,8 @@
 namespace pixelllm::pipeline {
 
 enum class MaskResize { Sam, Evaluator };
+// "sam" | "evaluator" (LoadOptions.mask_resize); INVALID_ARGUMENT otherwise.
+MaskResize parse_mask_resize(const std::string& name);
 
 struct MaskGeometry {
   int valid_h = 0, valid_w = 0;    // the resized image inside the padded input (pixels of the padded input)

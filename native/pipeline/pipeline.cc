@@ -34,8 +34,7 @@ class PipelineImpl final : public Pipeline {
     PIXELLLM_CHECK(top.get_string("format", 64, "") == "pixelllm", ModelFormat,
                    dir + "/config.json is not a pixelllm config (\"format\": \"pixelllm\")");
     PIXELLLM_CHECK(options.threads >= 0 && options.threads <= 1024, InvalidArgument, "threads must be 0..1024");
-    PIXELLLM_CHECK(options.mask_resize == "sam" || options.mask_resize == "evaluator", InvalidArgument,
-                   "mask_resize must be \"sam\" or \"evaluator\", got \"" + options.mask_resize + "\"");
+    const MaskResize mask_resize = parse_mask_resize(options.mask_resize);
     runtime::BackendRequest request;
     request.dir = dir;
     request.backend = options.backend;
@@ -45,7 +44,7 @@ class PipelineImpl final : public Pipeline {
     runtime::SelectedBackend selected = runtime::create_backend(request, config_);
     backend_ = std::move(selected.backend);
     model_ = TaskModel::from_config(config_, backend_.get());
-    model_.mask_resize = options.mask_resize == "sam" ? MaskResize::Sam : MaskResize::Evaluator;
+    model_.mask_resize = mask_resize;
     dense_ = DenseModel::from_config(config_);
 
     info_.dir = dir;

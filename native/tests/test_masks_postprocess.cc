@@ -184,4 +184,7 @@ TEST(masks_postprocess_semantics) {
   CHECK_THROWS_CODE(pipeline::postprocess_mask(m4.data(), 4, 4, bad), InvalidArgument, "exceeds");
   pipeline::MaskGeometry zero{2, 4, 4, 4, 0, 8};
   CHECK_THROWS_CODE(pipeline::postprocess_mask(m4.data(), 4, 4, zero), InvalidArgument, "positive");
+  CHECK(pipeline::parse_mask_resize("sam") == pipeline::MaskResize::Sam);
+  CHECK(pipeline::parse_mask_resize("evaluator") == pipeline::MaskResize::Evaluator);
+  CHECK_THROWS_CODE(pipeline::parse_mask_resize("cv2"), InvalidArgument, "mask_resize");
 }

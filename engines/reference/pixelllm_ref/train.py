@@ -63,7 +63,7 @@ from torch import nn
 from . import data, losses, proposal_head, scenes, tokenizer
 from .scene_render import render
 from .model import PixelLLM
-from .point_head import boxes_from_points, image_shape_from_padding_mask
+from .point_head import boxes_from_points
 
 TRAIN_SEED_LIMIT = 10 ** 6
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.json"
@@ -112,7 +112,8 @@ class TrainConfig:
     stage: str = "full"            # "full": every task (step_losses); "vision": the image encoders alone learn each
                                    # object's size / colour / shape from ObjectProbes (no text side; ~6x the images/s);
                                    # "mask": the mask adapter + mask decoder alone learn box -> mask on every object
-                                   # (the rest frozen: captions, boxes and proposals stay bit for bit the same)
+                                   # (the rest frozen: without mask_encoder, captions, boxes and proposals stay bit
+                                   # for bit the same)
     w_objects: float = 0.0         # ObjectProbes on the image features; always on (weight 1) in the vision stage
     mask_encoder: bool = False     # mask stage: the SAM image encoder learns too, held to the fused features it
                                    # started from (what the text side and the proposal head read) by w_keep
@@ -210,7 +211,7 @@ def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
     b = len(seeds)
     rr = np.stack([_pick_rows(rf["gt_classes"][i] > 0, tc.refer_rows, rng) for i in range(b)])
     gr = np.stack([_pick_rows(rg["gt_classes"][i] > 0, tc.region_rows, rng) for i in range(b)])
-    take = lambda a, idx: np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)  # noqa
+    take = _take_rows
     out = {"images": tr["images"], "padding_mask": tr["padding_mask"], "scene_seeds": tr["scene_seeds"],
            "all_boxes": rg["gt_boxes"], "all_valid": rg["gt_classes"] > 0,
            "all_attrs": caption_attributes(rg["text_tokens"])}
@@ -218,11 +219,7 @@ def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
     lc = _trim(tr["context_tokens"])
     out.update(trace_text=tr["text_tokens"][..., :lt], trace_ctx=tr["context_tokens"][..., :lc],
                trace_points=tr["gt_point_coords"][:, :, :lt], trace_pv=tr["point_valid_mask"][..., :lt])
-    text, ctx = take(rf["text_tokens"], rr), take(rf["context_tokens"], rr)
-    lt, lc = _trim(text), _trim(ctx)
-    out.update(refer_text=text[..., :lt], refer_ctx=ctx[..., :lc], refer_boxes=take(rf["gt_boxes"], rr),
-               refer_valid=take(rf["gt_classes"], rr) > 0, refer_pv=take(rf["point_valid_mask"], rr)[..., :lt],
-               refer_masks=take(rf["gt_masks"], rr))
+    out.update(_refer_rows(rf, rr))
     text, ctx = take(rg["text_tokens"], gr), take(rg["context_tokens"], gr)
     lt, lc = _trim(text), _trim(ctx)
     out.update(region_text=text[..., :lt], region_ctx=ctx[..., :lc], region_boxes=take(rg["gt_boxes"], gr),
@@ -239,19 +236,27 @@ def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
     return out
 
 
+def _take_rows(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """a (B, P, ...) -> (B, K, ...): the rows idx (B, K) of each image."""
+    return np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)
+
+
+def _refer_rows(rf: dict, rr: np.ndarray) -> dict:
+    """The refer batch's rows rr (B, K) as the refer_* entries of a step batch, token columns trimmed."""
+    text, ctx = _take_rows(rf["text_tokens"], rr), _take_rows(rf["context_tokens"], rr)
+    lt, lc = _trim(text), _trim(ctx)
+    return {"refer_text": text[..., :lt], "refer_ctx": ctx[..., :lc], "refer_boxes": _take_rows(rf["gt_boxes"], rr),
+            "refer_valid": _take_rows(rf["gt_classes"], rr) > 0,
+            "refer_pv": _take_rows(rf["point_valid_mask"], rr)[..., :lt], "refer_masks": _take_rows(rf["gt_masks"], rr)}
+
+
 def make_mask_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
     """The mask stage's rows: the refer task's first `mask_rows` objects of each image (expression, box, mask)."""
     seeds = step_seeds(tc, step)
     rf = data.make_batch("refer", seeds, dc)
     rng = np.random.default_rng([tc.seed, step, 4243])
     rr = np.stack([_pick_rows(rf["gt_classes"][i] > 0, tc.mask_rows, rng) for i in range(len(seeds))])
-    take = lambda a, idx: np.take_along_axis(a, idx.reshape(idx.shape + (1,) * (a.ndim - 2)), axis=1)  # noqa
-    text, ctx = take(rf["text_tokens"], rr), take(rf["context_tokens"], rr)
-    lt, lc = _trim(text), _trim(ctx)
-    return {"images": rf["images"], "padding_mask": rf["padding_mask"], "refer_text": text[..., :lt],
-            "refer_ctx": ctx[..., :lc], "refer_boxes": take(rf["gt_boxes"], rr),
-            "refer_valid": take(rf["gt_classes"], rr) > 0, "refer_pv": take(rf["point_valid_mask"], rr)[..., :lt],
-            "refer_masks": take(rf["gt_masks"], rr)}
+    return {"images": rf["images"], "padding_mask": rf["padding_mask"], **_refer_rows(rf, rr)}
 
 
 def make_vision_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
@@ -632,20 +637,16 @@ def mask_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int, elapse
     of its starting weights gives: the text side and the proposal head read only those, the mask decoder reads the
     full SAM grid."""
     rng = np.random.default_rng([tc.seed, step, 778])
+    with torch.set_grad_enabled(tc.mask_encoder):  # the SAM encoder is the only encoder with trainable weights
+        enc = model.encode(batch["images"], batch["padding_mask"])
     keep = None
     if tc.mask_encoder:
-        images, pad = batch["images"].to(torch.float32), batch["padding_mask"]
-        sam = model.sam_image_encoder(images, pad)
         with torch.no_grad():
-            eva = model.eva02_encoder(images, pad)
-            held = model.feature_fusion(eva02_encoder=eva, sam_image_encoder=model.training_teacher_sam(images, pad))
-        fused = model.feature_fusion(eva02_encoder=eva, sam_image_encoder=sam)
-        keep = (fused - held).square().mean() / held.square().mean().clamp(min=1e-12)
-        enc = {"sam": sam, "eva02": eva, "features": fused.detach(), "image_hw": image_shape_from_padding_mask(pad),
-               "padding_mask": pad}
+            held = model.feature_fusion(eva02_encoder=enc["eva02"],
+                                        sam_image_encoder=model.training_teacher_sam(batch["images"].to(torch.float32),
+                                                                                     batch["padding_mask"]))
+        keep = (enc["features"] - held).square().mean() / held.square().mean().clamp(min=1e-12)
     with torch.no_grad():
-        if keep is None:
-            enc = model.encode(batch["images"], batch["padding_mask"])
         vis = model.visual_tokens(enc, None)
         b, r = batch["refer_text"].shape[:2]
         vis = vis.expand(b, r, *vis.shape[2:])
