@@ -870,13 +870,17 @@ def load_weights(path: Path) -> tuple[dict, dict, int]:
     return {k: v.float() for k, v in load_file(str(path / "model.safetensors")).items()}, cfg, step
 
 
-def save_weight_shards(ckpt_path: Path, out_dir: Path, max_bytes: int = 15 << 20) -> list[Path]:
-    """The checkpoint's float32 weights (training-only modules included, optimizer left out) as
-    weights-NN.safetensors files of at most `max_bytes` each (+ the model config and step in their metadata):
-    small files that travel where a whole checkpoint does not; `--init-from DIR` and `--export` read them."""
+def save_weight_shards(ckpt_path: Path, out_dir: Path, max_bytes: int = 15 << 20,
+                       inference_only: bool = False) -> list[Path]:
+    """The checkpoint's float32 weights (training-only modules included unless `inference_only`, optimizer left
+    out) as weights-NN.safetensors files of at most `max_bytes` each (+ the model config and step in their
+    metadata): small files that travel where a whole checkpoint does not; `--init-from DIR` and `--export` read
+    them."""
     from safetensors.torch import save_file
 
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if inference_only:
+        ck["model"] = inference_state(ck["model"])
     meta = {"model_config": json.dumps(ck["model_config"]), "step": str(ck["step"]),
             "examples": str(ck["examples"]), "train_config": json.dumps(ck["train_config"])}
     groups, cur, size = [], {}, 0
@@ -1022,6 +1026,7 @@ def main(argv=None):
     ap.add_argument("--export", type=Path, help="write a model directory from the run's checkpoint and exit")
     ap.add_argument("--shards", type=Path, help="write the checkpoint's weights as <=15 MiB safetensors shards here "
                     "and exit (--init-from and --export read such a directory)")
+    ap.add_argument("--inference-only", action="store_true", help="--shards: leave the training-only modules out")
     ap.add_argument("--config", type=Path, default=DEMO_CONFIG)
     ap.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; --resume continues")
     ap.add_argument("--init-from", type=Path, help="fresh run starting from these weights: a checkpoint, a model "
@@ -1040,7 +1045,8 @@ def main(argv=None):
         print(export_model_dir(ck if ck.exists() else a.run, a.export))
         return
     if a.shards:
-        print("\n".join(str(p) for p in save_weight_shards(a.run / "ckpt.pt", a.shards)))
+        print("\n".join(str(p) for p in save_weight_shards(a.run / "ckpt.pt", a.shards,
+                                                               inference_only=a.inference_only)))
         return
     tc = TrainConfig(**{f.name: tuple(v) if isinstance(v, list) else v
                         for f in dataclasses.fields(TrainConfig) if (v := getattr(a, f.name, None)) is not None})

@@ -65,6 +65,13 @@ def test_weight_shards_round_trip_and_warm_start(tmp_path):
     ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert set(ta) == set(tb) and all(torch.equal(ta[k], tb[k]) for k in ta)
     assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+    # inference-only shards (what gpu_train.sh brings back): the training-only modules left out, the rest exact
+    lean = train.save_weight_shards(tmp_path / "a" / "ckpt.pt", tmp_path / "lean", inference_only=True)
+    state, _, _ = train.load_weights(tmp_path / "lean")
+    want = train.inference_state(ck["model"])
+    assert len(want) < len(ck["model"]) and set(state) == set(want)
+    assert all(torch.equal(state[k], want[k]) for k in state) and sum(p.stat().st_size for p in lean) < sum(
+        p.stat().st_size for p in paths)
     # warm starts: from the shards (exact) and from the float16 model directory (its values, training modules fresh)
     for src, exact in ((tmp_path / "sh", True), (a, False)):
         run = tmp_path / f"warm_{exact}"
