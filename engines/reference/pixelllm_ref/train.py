@@ -115,6 +115,9 @@ class TrainConfig:
                                    # (the rest frozen: without mask_encoder, captions, boxes and proposals stay bit
                                    # for bit the same)
     w_objects: float = 0.0         # ObjectProbes on the image features; always on (weight 1) in the vision stage
+    probe_warmup: int = 0          # for this many steps the training-only probes of joint steps (w_cells, w_objects)
+                                   # read detached features: probes that start fresh (a warm start from a model
+                                   # directory, which has none) learn before their gradient reaches the encoders
     mask_encoder: bool = False     # mask stage: the SAM image encoder learns too, held to the fused features it
                                    # started from (what the text side and the proposal head read) by w_keep
     w_keep: float = 10.0           # weight of that hold: mean squared change of the fused features / their mean square
@@ -203,9 +206,10 @@ def _trim(*arrays) -> int:
     return n
 
 
-def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int) -> dict:
-    """All tasks for the images of `step` (numpy). Deterministic in (tc.seed, step)."""
-    seeds = step_seeds(tc, step)
+def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int, seeds: list[int] | None = None) -> dict:
+    """All tasks for the images of `step` (numpy). Deterministic in (tc.seed, step); `seeds`: these scenes instead
+    of the step's training scenes (validation)."""
+    seeds = step_seeds(tc, step) if seeds is None else list(seeds)
     tr, rf, rg = (data.make_batch(t, seeds, dc) for t in ("trace", "refer", "region"))
     rng = np.random.default_rng([tc.seed, step, 4242])
     b = len(seeds)
@@ -770,14 +774,17 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int, elapse
         probe = tc.w_point * (rl1 + sl1) + rattr + sattr + sobj
     if attn_terms:
         m["attn_guide"] = sum(attn_terms) / len(attn_terms)
+    held = step < tc.probe_warmup  # fresh probes: their gradient stops at the features
     objects = torch.zeros(())
     if tc.w_objects > 0:
-        om = model.training_objects.losses(enc, batch)
+        om = model.training_objects.losses({k: v.detach() if held and torch.is_tensor(v) else v
+                                            for k, v in enc.items()}, batch)
         m.update(om)
         objects = ObjectProbes.total(om)
     cells = torch.zeros(())
     if tc.w_cells > 0:
-        cm = model.training_cells.losses(vis_whole_a[:, 0], vis_g_a, batch)
+        hold = (lambda t: t.detach()) if held else (lambda t: t)  # noqa: E731
+        cm = model.training_cells.losses(hold(vis_whole_a[:, 0]), hold(vis_g_a), batch)
         m.update(cm)
         cells = sum(cm.values())
     total = (tc.w_text * text_weight(tc, step) * (m["trace_text"] + m["region_text"])

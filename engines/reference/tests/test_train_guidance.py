@@ -85,3 +85,30 @@ def test_dense_training_with_cells_and_guidance_runs_and_warm_starts(tmp_path):
 def test_cells_need_dense_tokens(tmp_path):
     with pytest.raises(ValueError, match="dense"):
         train.train(tmp_path / "x", train.TrainConfig(**TC, w_cells=1.0), resume=False, cfg=tiny_cfg())
+
+
+def test_probe_warmup_keeps_fresh_probes_off_the_encoders():
+    """For the first probe_warmup steps the cell and object probes learn from detached features: every model
+    weight gets the gradient it would get without them; afterwards their gradient reaches the encoders."""
+    cfg = dense_cfg()
+    base = dict(**{**TC, "batch_size": 2}, w_probe=0.0, probe_only=0, text_ramp=(0, 0), cell_grid=8)
+    tc_probes = train.TrainConfig(**base, w_cells=1.0, w_objects=0.5, probe_warmup=3)
+    dc = data.DataConfig.for_model(cfg)
+    batch = data.to_torch(train.make_step_batch(tc_probes, dc, 0), torch.device("cpu"))
+    torch.manual_seed(0)
+    model = train.build_model(cfg)
+    train.init_weights(model, 0, "sincos")
+    train.add_training_modules(model, tc_probes)
+
+    def grads(tc, step):
+        model.zero_grad(set_to_none=True)
+        train.step_losses(model, batch, tc, step)[0].backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    without = grads(train.TrainConfig(**base), 0)
+    held, after = grads(tc_probes, 0), grads(tc_probes, 3)
+    enc = [n for n in without if n.startswith(("sam_image_encoder.", "eva02_encoder."))]
+    assert enc and all(torch.allclose(held[n], without[n], rtol=1e-5, atol=1e-7) for n in without)
+    assert any(not torch.allclose(after[n], without[n], rtol=1e-3, atol=1e-6) for n in enc)
+    for probes in ("training_cells.", "training_objects."):
+        assert any(n.startswith(probes) and g.abs().sum() > 0 for n, g in held.items()), probes
