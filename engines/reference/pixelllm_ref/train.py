@@ -115,6 +115,9 @@ class TrainConfig:
                                    # (the rest frozen: without mask_encoder, captions, boxes and proposals stay bit
                                    # for bit the same)
     w_objects: float = 0.0         # ObjectProbes on the image features; always on (weight 1) in the vision stage
+    probe_lr_mult: float = 1.0     # learning-rate multiplier of the training-only modules: fresh linear probes need a
+                                   # normal rate where a warm start runs the model at a low one (warm starts from a
+                                   # model directory bring no probes)
     probe_warmup: int = 0          # for this many steps the training-only probes of joint steps (w_cells, w_objects)
                                    # read detached features: probes that start fresh (a warm start from a model
                                    # directory, which has none) learn before their gradient reaches the encoders
@@ -817,8 +820,14 @@ def lr_at(tc: TrainConfig, step: int, elapsed: float = 0.0) -> float:
 def make_optimizer(model: PixelLLM, tc: TrainConfig) -> torch.optim.Optimizer:
     adapter = [p for p in model.prompt_adapter.parameters() if p.requires_grad]
     ids = {id(p) for p in adapter}
+    # a third group only when its rate differs, so that checkpoints of two-group runs still resume
+    probes = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(TRAINING_ONLY)
+              and id(p) not in ids] if tc.probe_lr_mult != 1.0 else []
+    ids |= {id(p) for p in probes}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     groups = [{"params": rest, "lr_mult": 1.0}, {"params": adapter, "lr_mult": tc.adapter_lr_mult}]
+    if probes:
+        groups.append({"params": probes, "lr_mult": tc.probe_lr_mult})
     return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=tc.weight_decay)
 
 

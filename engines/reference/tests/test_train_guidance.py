@@ -112,3 +112,19 @@ def test_probe_warmup_keeps_fresh_probes_off_the_encoders():
     assert any(not torch.allclose(after[n], without[n], rtol=1e-3, atol=1e-6) for n in enc)
     for probes in ("training_cells.", "training_objects."):
         assert any(n.startswith(probes) and g.abs().sum() > 0 for n, g in held.items()), probes
+
+
+def test_probe_lr_mult_gives_the_training_only_modules_their_own_rate(tmp_path):
+    cfg = dense_cfg()
+    tc = train.TrainConfig(**TC, w_probe=0.0, probe_only=0, w_cells=1.0, w_objects=0.5, probe_lr_mult=30.0)
+    model = train.build_model(cfg)
+    train.add_training_modules(model, tc)
+    opt = train.make_optimizer(model, tc)
+    want = {id(p) for n, p in model.named_parameters() if n.startswith(train.TRAINING_ONLY) and p.requires_grad}
+    assert len(opt.param_groups) == 3 and opt.param_groups[2]["lr_mult"] == 30.0
+    assert {id(p) for p in opt.param_groups[2]["params"]} == want and want
+    assert not want & {id(p) for g in opt.param_groups[:2] for p in g["params"]}
+    # the default keeps two groups (checkpoints of earlier runs resume), and a run trains with the third
+    assert len(train.make_optimizer(model, train.TrainConfig(**TC)).param_groups) == 2
+    train.train(tmp_path / "a", tc, resume=False, cfg=cfg)
+    train.train(tmp_path / "a", tc, resume=True, cfg=cfg)
