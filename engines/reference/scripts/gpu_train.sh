@@ -17,7 +17,7 @@
 # LR: on the CPU (batch 8, session 9; validation losses, 64 held-out scenes) 100 steps from the shipped weights at
 # 3e-4 raised every term (refer_point 3.32 -> 4.78 px, mask 0.199 -> 0.235), at 3e-5 lowered them (3.07, 0.190);
 # batch 48 averages 6x the images per step: 7e-5 is 3e-5 scaled by sqrt(6), untested. Fresh training-only probes
-# are held off the encoders for their first 100 steps (--probe-warmup).
+# learn at 5x the rate (--probe-lr-mult) and are held off the encoders for their first 100 steps (--probe-warmup).
 set -euo pipefail
 JOINT_MIN=${1:-5}
 MASK_MIN=${2:-1.5}
@@ -49,7 +49,7 @@ common=(--w-probe 0 --probe-only 0 --steps 1000000 --schedule time --device "$DE
         --batch-size "$BATCH")
 t0=$(date +%s)
 "$PY" -m pixelllm_ref.train --run "$runs/gpu_joint" --init-from ../demo --seed "$SEED" "${common[@]}" \
-  --w-cells 1.0 --w-attn 1.0 --text-ramp 0 0 --w-objects 0.5 --probe-warmup 100 --mask-rows 4 --warmup 30 --lr "$LR" \
+  --w-cells 1.0 --w-attn 1.0 --text-ramp 0 0 --w-objects 0.5 --probe-warmup 100 --probe-lr-mult 5 --mask-rows 4 --warmup 30 --lr "$LR" \
   --minutes "$JOINT_MIN"
 t1=$(date +%s)
 "$PY" -m pixelllm_ref.train --run "$runs/gpu_mask" --init-from "$runs/gpu_joint/ckpt.pt" --seed "$((SEED + 1))" \
