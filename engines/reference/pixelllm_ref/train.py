@@ -36,6 +36,11 @@ Scene seeds: training draws seeds < 10**6 (`TRAIN_SEED_LIMIT`); evaluation (eval
 On a CUDA machine: `--device cuda --workers N` (N data processes) and `--schedule time` (the LR decay follows the
 wall budget `--minutes`); `--shards DIR` writes the weights as small files, `--init-from DIR` / `--export` read them.
 
+Warm starts (`--init-from`) from a converged model (session 9, `pixelllm_ref.validate`): a fresh AdamW at a rate far
+above the one the model's schedule ended on throws it off (lr 3e-4 at batch 8: every validation loss up after 100
+steps; 3e-5: down), and the training-only probes, absent from a model directory, start untrained: `--probe-lr-mult`
+gives them their own rate and `--probe-warmup` keeps their gradient off the encoders until they have learnt.
+
 Usage (from engines/reference):
   .venv/bin/python -m pixelllm_ref.train --run runs/demo                                    # start
   .venv/bin/python -m pixelllm_ref.train --run runs/demo --resume                          # continue
