@@ -45,22 +45,13 @@ EVAL_SEED_BASE = 10 ** 9
 
 
 def load_model(path: str | Path):
-    """A model directory (config.json + model.safetensors) or a train.py checkpoint (ckpt.pt)."""
-    from .train import build_model
+    """A model directory (config.json + model.safetensors), a train.py checkpoint (ckpt.pt) or a shard directory
+    (`train.load_weights`), in eval mode without the training-only modules."""
+    from .train import build_model, inference_state, load_weights
 
-    p = Path(path)
-    if p.is_dir():
-        from safetensors.torch import load_file
-
-        cfg = json.loads((p / "config.json").read_text())
-        sd = load_file(str(p / "model.safetensors"))
-    else:
-        from .train import inference_state
-
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-        cfg, sd = ck["model_config"], inference_state(ck["model"])
+    state, cfg, _ = load_weights(Path(path))
     model = build_model(cfg)
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(inference_state(state), strict=True)
     return model.eval()
 
 

@@ -223,7 +223,6 @@ def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int, seeds: list
     b = len(seeds)
     rr = np.stack([_pick_rows(rf["gt_classes"][i] > 0, tc.refer_rows, rng) for i in range(b)])
     gr = np.stack([_pick_rows(rg["gt_classes"][i] > 0, tc.region_rows, rng) for i in range(b)])
-    take = _take_rows
     out = {"images": tr["images"], "padding_mask": tr["padding_mask"], "scene_seeds": tr["scene_seeds"],
            "all_boxes": rg["gt_boxes"], "all_valid": rg["gt_classes"] > 0,
            "all_attrs": caption_attributes(rg["text_tokens"])}
@@ -232,11 +231,11 @@ def make_step_batch(tc: TrainConfig, dc: data.DataConfig, step: int, seeds: list
     out.update(trace_text=tr["text_tokens"][..., :lt], trace_ctx=tr["context_tokens"][..., :lc],
                trace_points=tr["gt_point_coords"][:, :, :lt], trace_pv=tr["point_valid_mask"][..., :lt])
     out.update(_refer_rows(rf, rr))
-    text, ctx = take(rg["text_tokens"], gr), take(rg["context_tokens"], gr)
+    text, ctx = _take_rows(rg["text_tokens"], gr), _take_rows(rg["context_tokens"], gr)
     lt, lc = _trim(text), _trim(ctx)
-    out.update(region_text=text[..., :lt], region_ctx=ctx[..., :lc], region_boxes=take(rg["gt_boxes"], gr),
-               region_valid=take(rg["gt_classes"], gr) > 0, region_pv=take(rg["point_valid_mask"], gr)[..., :lt],
-               region_attrs=take(out["all_attrs"], gr))
+    out.update(region_text=text[..., :lt], region_ctx=ctx[..., :lc], region_boxes=_take_rows(rg["gt_boxes"], gr),
+               region_valid=_take_rows(rg["gt_classes"], gr) > 0, region_pv=_take_rows(rg["point_valid_mask"], gr)[..., :lt],
+               region_attrs=_take_rows(out["all_attrs"], gr))
     if tc.w_objects > 0:
         out.update(object_targets(rf["gt_masks"], rf["gt_boxes"], rf["gt_classes"] > 0, rg["gt_boxes"],
                                   out["all_attrs"], out["all_valid"]))
@@ -782,16 +781,15 @@ def step_losses(model: PixelLLM, batch: dict, tc: TrainConfig, step: int, elapse
         probe = tc.w_point * (rl1 + sl1) + rattr + sattr + sobj
     if attn_terms:
         m["attn_guide"] = sum(attn_terms) / len(attn_terms)
-    held = step < tc.probe_warmup  # fresh probes: their gradient stops at the features
+    # fresh probes (probe_warmup): their gradient stops at the features
+    hold = (lambda t: t.detach()) if step < tc.probe_warmup else (lambda t: t)  # noqa: E731
     objects = torch.zeros(())
     if tc.w_objects > 0:
-        om = model.training_objects.losses({k: v.detach() if held and torch.is_tensor(v) else v
-                                            for k, v in enc.items()}, batch)
+        om = model.training_objects.losses({k: hold(v) if torch.is_tensor(v) else v for k, v in enc.items()}, batch)
         m.update(om)
         objects = ObjectProbes.total(om)
     cells = torch.zeros(())
     if tc.w_cells > 0:
-        hold = (lambda t: t.detach()) if held else (lambda t: t)  # noqa: E731
         cm = model.training_cells.losses(hold(vis_whole_a[:, 0]), hold(vis_g_a), batch)
         m.update(cm)
         cells = sum(cm.values())

@@ -19,16 +19,15 @@ import torch
 
 from . import data, train
 from .eval_scenes import eval_scene_seed
+from .evaluate import load_model
 
 TERMS = ("trace_text", "trace_point", "refer_point", "mask", "region_text", "region_point", "det")
 
 
 def validation_losses(source: Path, images: int = 64, seed: int = 900, batch: int = 8) -> dict:
     """Mean of each term of TERMS over `images` held-out scenes (batches of `batch`) for the model at `source`."""
-    state, cfg, _ = train.load_weights(Path(source))
-    model = train.build_model(cfg)
-    model.load_state_dict(train.inference_state(state), strict=True)
-    model.eval()
+    model = load_model(source)
+    cfg = model.cfg
     tc = train.TrainConfig(seed=seed, batch_size=batch, w_probe=0.0, probe_only=0, w_attn=0.0, text_ramp=(0, 0),
                            mask_rows=4, workers=0)
     dc = data.DataConfig.for_model(cfg)

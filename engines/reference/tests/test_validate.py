@@ -20,7 +20,7 @@ def test_validation_losses_are_held_out_deterministic_and_tell_models_apart(tmp_
     assert set(a) == set(validate.TERMS) and all(v == v and abs(v) < 1e6 for v in a.values())
     assert len(seen) == 4 and len(set(seen)) == 4 and min(seen) >= data.TRAIN_SEEDS_END   # never a training scene
     assert validate.validation_losses(tmp_path / "a" / "ckpt.pt", images=4, batch=2) == a
-    # another model (one more step of training) gets other losses on the same scenes
+    # another model (the same weights, perturbed) gets other losses on the same scenes
     ck = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)
     ck["model"] = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in ck["model"].items()}
     torch.save(ck, tmp_path / "b.pt")
