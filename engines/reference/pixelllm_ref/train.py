@@ -155,6 +155,18 @@ def add_training_modules(model: PixelLLM, tc: "TrainConfig") -> None:
         model.add_module("training_teacher_sam", copy.deepcopy(model.sam_image_encoder))
 
 
+# The fused grid (feature_fusion.output_size and the proposal grid on it) changes no tensor: a warm start may change it.
+GRID_KEYS = (("feature_fusion", "output_size"), ("proposal_head", "grid_size"), ("proposal_head", "stride"))
+
+
+def regrid_free(cfg: dict) -> dict:
+    """`cfg` without the fused-grid keys (GRID_KEYS): two configs equal under it hold the same tensors."""
+    out = json.loads(json.dumps(cfg))
+    for sec, key in GRID_KEYS:
+        out.get(sec, {}).pop(key, None)
+    return out
+
+
 def inference_state(state_dict: dict) -> dict:
     """The model's tensors without the training-only modules."""
     return {k: v for k, v in state_dict.items() if not k.startswith(TRAINING_ONLY)}
@@ -954,8 +966,9 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
         add_training_modules(model, tc)
         if init_from is not None:  # warm start: a fresh schedule from another run's weights (same architecture)
             state, init_cfg, _ = load_weights(init_from)
-            if init_cfg != cfg:
-                raise ValueError(f"--init-from {init_from}: its model config differs from this run's")
+            if regrid_free(init_cfg) != regrid_free(cfg):
+                raise ValueError(f"--init-from {init_from}: its model config differs from this run's (beyond the "
+                                 "fused grid)")
             missing, unexpected = model.load_state_dict(state, strict=False)
             bad = [k for k in missing + unexpected if not k.startswith(TRAINING_ONLY)]
             if bad:

@@ -117,3 +117,25 @@ def test_data_workers_exit_when_the_trainer_dies(tmp_path):
         time.sleep(0.5)
         alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
     assert not alive, f"data workers still running: {alive}"
+
+
+def test_warm_start_may_change_the_fused_grid_and_nothing_else(tmp_path):
+    """The fused grid (feature_fusion.output_size + the proposal grid on it) holds no tensor, so a warm start may move
+    it (8 -> 14 in session 10) and takes every tensor over; any other config change is refused."""
+    cfg = tiny_cfg()
+    train.train(tmp_path / "a", train.TrainConfig(**TC), resume=False, cfg=cfg)
+    src = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)["model"]
+    g14 = json.loads(json.dumps(cfg))
+    g14["feature_fusion"]["output_size"], g14["proposal_head"]["grid_size"], g14["proposal_head"]["stride"] = 14, 14, 16
+    assert g14 != cfg and train.regrid_free(g14) == train.regrid_free(cfg)
+    run = tmp_path / "g14"
+    train.train(run, train.TrainConfig(**{**TC, "steps": 1, "lr": 0.0, "warmup": 1}), resume=False,
+                cfg=g14, init_from=tmp_path / "a" / "ckpt.pt")
+    ck = torch.load(run / "ckpt.pt", weights_only=False)
+    assert ck["model_config"] == g14
+    for k, v in train.inference_state(src).items():
+        assert torch.equal(ck["model"][k], v), k
+    wider = json.loads(json.dumps(g14))
+    wider["git_decoder"]["num_layers"] += 1
+    with pytest.raises(ValueError, match="beyond the fused grid"):
+        train.train(tmp_path / "bad", train.TrainConfig(**TC), resume=False, cfg=wider, init_from=tmp_path / "a" / "ckpt.pt")
