@@ -130,12 +130,14 @@ def our_config(official_cfg: dict) -> dict:
 #  * prompt_fuse_fn "dense" (an official option, pixel_llm.py): the text decoder reads every cell of the prompt
 #    adapter's image map instead of its 32 learned output tokens (those collapse to prompt-independent summaries in
 #    from-scratch training; see engines/demo/TRAINING.md);
-#  * feature_fusion.output_size 8: both backbone grids (16, 14) are resized (bicubic, as the official
-#    concat_visual_features) to 8 x 8 instead of to the largest grid, so the decoder sees 64 visual tokens; the
-#    official code has no such option (it always resizes to the largest grid): this is the demo's one departure;
-#  * the proposal head runs on that 8 x 8 grid (stride 224 / 8 = 28).
-DEMO_OVERRIDES = {"prompt_adapter": {"prompt_fuse_fn": "dense"}, "feature_fusion": {"output_size": 8},
-                  "proposal_head": {"grid_size": 8, "stride": 28}}
+#  * feature_fusion.output_size 14: both backbone grids (16, 14) are resized (bicubic, as the official
+#    concat_visual_features) to 14 x 14 (the SAM grid) instead of to the largest grid, so the decoder sees 196 visual
+#    tokens; the official code has no such option (it always resizes to the largest grid): this is the demo's one
+#    departure. Sessions 1-9 trained at 8 x 8 (64 tokens, cheaper on 2 cores); session 10 moved the trained weights to
+#    14 x 14 (no tensor depends on the grid: train.regrid_free) and every metric rose (engines/demo/TRAINING.md);
+#  * the proposal head runs on that 14 x 14 grid (stride 224 / 14 = 16).
+DEMO_OVERRIDES = {"prompt_adapter": {"prompt_fuse_fn": "dense"}, "feature_fusion": {"output_size": 14},
+                  "proposal_head": {"grid_size": 14, "stride": 16}}
 
 
 def checked_in_config(name: str) -> dict:

@@ -12,7 +12,9 @@
 # Back here: `cd engines/reference && .venv/bin/python -m pixelllm_ref.train --run <files_at>/gpu_mask --export DIR`,
 # then `npx pixelllm eval --model DIR ...`. Environment: SEED (scene seed of the joint run; the mask stage uses SEED+1;
 # default 31, never used before), BATCH (48), WORKERS (14 data processes), LR (7e-5), DEVICE (cuda; `cpu` to try the
-# script here with tiny budgets), PYTHON (python3). Then compare before exporting:
+# script here with tiny budgets), PYTHON (python3), CONFIG (the architecture, default engines/configs/demo.json; it may
+# differ from the shipped model's in the fused grid alone, e.g. feature_fusion.output_size 16 with proposal_head
+# grid_size 16 / stride 14: train.regrid_free). Then compare before exporting:
 # `.venv/bin/python -m pixelllm_ref.validate ../demo <files_at>/gpu_mask` (validation losses, held-out scenes).
 # LR: on the CPU (batch 8, session 9; validation losses, 64 held-out scenes) 100 steps from the shipped weights at
 # 3e-4 raised every term (refer_point 3.32 -> 4.78 px, mask 0.199 -> 0.235), at 3e-5 lowered them (3.07, 0.190);
@@ -27,10 +29,12 @@ WORKERS=${WORKERS:-14}
 LR=${LR:-7e-5}
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
+CONFIG=${CONFIG:+$(realpath "$CONFIG")}  # relative to where the script was started
 OUT=${OUT:?"set OUT to the folder the weights go to (the device machine sets it)"}
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
 runs="$(mktemp -d)"
 cd "$root/engines/reference"
+CONFIG=${CONFIG:-$(realpath ../configs/demo.json)}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
@@ -48,7 +52,7 @@ EOF
 common=(--w-probe 0 --probe-only 0 --steps 1000000 --schedule time --device "$DEVICE" --workers "$WORKERS"
         --batch-size "$BATCH")
 t0=$(date +%s)
-"$PY" -m pixelllm_ref.train --run "$runs/gpu_joint" --init-from ../demo --seed "$SEED" "${common[@]}" \
+"$PY" -m pixelllm_ref.train --run "$runs/gpu_joint" --config "$CONFIG" --init-from ../demo --seed "$SEED" "${common[@]}" \
   --w-cells 1.0 --w-attn 1.0 --text-ramp 0 0 --w-objects 0.5 --probe-warmup 100 --probe-lr-mult 5 --mask-rows 4 --warmup 30 --lr "$LR" \
   --minutes "$JOINT_MIN"
 t1=$(date +%s)
