@@ -29,6 +29,7 @@ WORKERS=${WORKERS:-14}
 LR=${LR:-7e-5}
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
+[[ $PY == */* ]] && PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # relative to the start; keeps a venv link
 CONFIG=${CONFIG:+$(realpath "$CONFIG")}  # relative to where the script was started
 OUT=${OUT:?"set OUT to the folder the weights go to (the device machine sets it)"}
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
