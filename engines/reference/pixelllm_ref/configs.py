@@ -12,8 +12,9 @@ config.model.* of the official configs) and then turned into our config.json by 
                  1024 -> 2048 (+LN).
   demo           GIT head sized to train on 2 CPU cores: 224 px (EVA02 grid 16, SAM grid 14), EVA02 128 x 4,
                  SAM 128 x 4 (neck 256: the SAM prompt encoder / mask decoder are fixed at 256), prompt adapter
-                 2 x 128 -> 256, decoder 256 x 3, vocab = the demo tokenizer; then DEMO_OVERRIDES (below): dense
-                 visual tokens (the official prompt_fuse_fn "dense") on an 8 x 8 fused grid.
+                 2 x 128 -> 256, decoder 256 x 3, vocab = the demo tokenizer; then DEMO_OVERRIDES and
+                 DEMO_FUSED_GRID (below): dense visual tokens (the official prompt_fuse_fn "dense") on a 14 x 14
+                 fused grid.
   tiny-git/-t5   ../shared/golden/tiny-{bert,t5}.json (the golden sizes).
 Released sizes come from the official configs and module defaults (modeling/*.py); see official_param_count.
 """
@@ -130,22 +131,40 @@ def our_config(official_cfg: dict) -> dict:
 #  * prompt_fuse_fn "dense" (an official option, pixel_llm.py): the text decoder reads every cell of the prompt
 #    adapter's image map instead of its 32 learned output tokens (those collapse to prompt-independent summaries in
 #    from-scratch training; see engines/demo/TRAINING.md);
-#  * feature_fusion.output_size 14: both backbone grids (16, 14) are resized (bicubic, as the official
+#  * DEMO_FUSED_GRID 14 (with_fused_grid): both backbone grids (16, 14) are resized (bicubic, as the official
 #    concat_visual_features) to 14 x 14 (the SAM grid) instead of to the largest grid, so the decoder sees 196 visual
-#    tokens; the official code has no such option (it always resizes to the largest grid): this is the demo's one
-#    departure. Sessions 1-9 trained at 8 x 8 (64 tokens, cheaper on 2 cores); session 10 moved the trained weights to
-#    14 x 14 (no tensor depends on the grid: train.regrid_free) and every metric rose (engines/demo/TRAINING.md);
-#  * the proposal head runs on that 14 x 14 grid (stride 224 / 14 = 16).
-DEMO_OVERRIDES = {"prompt_adapter": {"prompt_fuse_fn": "dense"}, "feature_fusion": {"output_size": 14},
-                  "proposal_head": {"grid_size": 14, "stride": 16}}
+#    tokens, and the proposal head runs on that grid (stride 224 / 14 = 16); the official code has no such option (it
+#    always resizes to the largest grid): this is the demo's one departure. Sessions 1-9 trained at 8 x 8 (64 tokens,
+#    cheaper on 2 cores); session 10 moved the trained weights to 14 x 14 (no tensor depends on the grid) and every
+#    metric rose (engines/demo/TRAINING.md).
+DEMO_OVERRIDES = {"prompt_adapter": {"prompt_fuse_fn": "dense"}}
+DEMO_FUSED_GRID = 14
+
+# The fused grid: feature_fusion.output_size and the proposal head on it. No tensor depends on these keys.
+GRID_KEYS = (("feature_fusion", "output_size"), ("proposal_head", "grid_size"), ("proposal_head", "stride"))
+
+
+def with_fused_grid(cfg: dict, grid: int) -> dict:
+    """A copy of `cfg` with the fused features at grid x grid and the proposal head (if any) on them, as
+    proposal_head.config_from_official derives it (stride = image_size / grid). The weights stay valid."""
+    image_size = int(cfg["image_size"])
+    if grid < 1 or image_size % grid:
+        raise ValueError(f"fused grid {grid}: the image size {image_size} must be a multiple of it")
+    out = copy.deepcopy(cfg)
+    out["feature_fusion"]["output_size"] = grid
+    if "proposal_head" in out:
+        out["proposal_head"].update(grid_size=grid, stride=image_size // grid)
+    return out
 
 
 def checked_in_config(name: str) -> dict:
-    """engines/configs/<name>.json: our_config of the official keys (+ DEMO_OVERRIDES for the demo)."""
+    """engines/configs/<name>.json: our_config of the official keys (+ DEMO_OVERRIDES and DEMO_FUSED_GRID for the
+    demo)."""
     cfg = our_config(official_configs()[name])
     if name == "demo":
         for section, values in DEMO_OVERRIDES.items():
             cfg[section] = {**cfg[section], **values}
+        cfg = with_fused_grid(cfg, DEMO_FUSED_GRID)
     return cfg
 
 

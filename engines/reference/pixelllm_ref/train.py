@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, losses, proposal_head, scenes, tokenizer
+from . import configs, data, losses, proposal_head, scenes, tokenizer
 from .scene_render import render
 from .model import PixelLLM
 from .point_head import boxes_from_points
@@ -155,14 +155,11 @@ def add_training_modules(model: PixelLLM, tc: "TrainConfig") -> None:
         model.add_module("training_teacher_sam", copy.deepcopy(model.sam_image_encoder))
 
 
-# The fused grid (feature_fusion.output_size and the proposal grid on it) changes no tensor: a warm start may change it.
-GRID_KEYS = (("feature_fusion", "output_size"), ("proposal_head", "grid_size"), ("proposal_head", "stride"))
-
-
 def regrid_free(cfg: dict) -> dict:
-    """`cfg` without the fused-grid keys (GRID_KEYS): two configs equal under it hold the same tensors."""
-    out = json.loads(json.dumps(cfg))
-    for sec, key in GRID_KEYS:
+    """`cfg` without the fused-grid keys (configs.GRID_KEYS): two configs equal under it hold the same tensors, so a
+    warm start may change the grid (configs.with_fused_grid)."""
+    out = copy.deepcopy(cfg)
+    for sec, key in configs.GRID_KEYS:
         out.get(sec, {}).pop(key, None)
     return out
 
@@ -936,10 +933,11 @@ def save_weight_shards(ckpt_path: Path, out_dir: Path, max_bytes: int = 15 << 20
 
 
 # ---- main loop -----------------------------------------------------------------------------------------------
-def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CONFIG, stop_at: int | None = None,
+def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path | None = None, stop_at: int | None = None,
           cfg: dict | None = None, init_from: Path | None = None) -> None:
     """Trains until tc.steps, the wall budget tc.minutes, or step `stop_at` (then a later --resume continues the
-    same schedule). `cfg` overrides the architecture file `cfg_path` for a fresh run."""
+    same schedule). `cfg` overrides the architecture file `cfg_path` for a fresh run; with neither, a warm start keeps
+    the architecture of its weights (`init_from`) and a run from scratch takes DEMO_CONFIG."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "ckpt.pt"
     log = open(run_dir / "train.log", "a", buffering=1)
@@ -959,13 +957,17 @@ def train(run_dir: Path, tc: TrainConfig, resume: bool, cfg_path: Path = DEMO_CO
         opt_state = ck["optimizer"]
         step, elapsed, examples = ck["step"], ck["elapsed"], ck["examples"]
     else:
-        cfg = cfg if cfg is not None else json.loads(Path(cfg_path).read_text())
+        init = load_weights(init_from) if init_from is not None else None
+        if cfg is None and cfg_path is None and init is not None:
+            cfg = init[1]
+        elif cfg is None:
+            cfg = json.loads(Path(cfg_path or DEMO_CONFIG).read_text())
         torch.manual_seed(tc.seed)
         model = build_model(cfg)
         init_weights(model, tc.seed, tc.pos_init)
         add_training_modules(model, tc)
-        if init_from is not None:  # warm start: a fresh schedule from another run's weights (same architecture)
-            state, init_cfg, _ = load_weights(init_from)
+        if init is not None:  # warm start: a fresh schedule from another run's weights (same tensors)
+            state, init_cfg, _ = init
             if regrid_free(init_cfg) != regrid_free(cfg):
                 raise ValueError(f"--init-from {init_from}: its model config differs from this run's (beyond the "
                                  "fused grid)")
@@ -1059,7 +1061,8 @@ def main(argv=None):
     ap.add_argument("--shards", type=Path, help="write the checkpoint's weights as <=15 MiB safetensors shards here "
                     "and exit (--init-from and --export read such a directory)")
     ap.add_argument("--inference-only", action="store_true", help="--shards: leave the training-only modules out")
-    ap.add_argument("--config", type=Path, default=DEMO_CONFIG)
+    ap.add_argument("--config", type=Path, help="the architecture (config JSON) of a fresh run; default: that of "
+                    "--init-from's weights, else engines/configs/demo.json")
     ap.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; --resume continues")
     ap.add_argument("--init-from", type=Path, help="fresh run starting from these weights: a checkpoint, a model "
                     "directory (e.g. ../demo) or a shard directory")

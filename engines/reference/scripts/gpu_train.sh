@@ -13,8 +13,7 @@
 # then `npx pixelllm eval --model DIR ...`. Environment: SEED (scene seed of the joint run; the mask stage uses SEED+1;
 # default 31, never used before), BATCH (48), WORKERS (14 data processes), LR (7e-5), DEVICE (cuda; `cpu` to try the
 # script here with tiny budgets), PYTHON (python3), CONFIG (the architecture, default engines/configs/demo.json; it may
-# differ from the shipped model's in the fused grid alone, e.g. feature_fusion.output_size 16 with proposal_head
-# grid_size 16 / stride 14: train.regrid_free). Then compare before exporting:
+# differ from the shipped model's in the fused grid alone: `configs.with_fused_grid(cfg, 16)` writes one at 16 x 16). Then compare before exporting:
 # `.venv/bin/python -m pixelllm_ref.validate ../demo <files_at>/gpu_mask` (validation losses, held-out scenes).
 # LR: on the CPU (batch 8, session 9; validation losses, 64 held-out scenes) 100 steps from the shipped weights at
 # 3e-4 raised every term (refer_point 3.32 -> 4.78 px, mask 0.199 -> 0.235), at 3e-5 lowered them (3.07, 0.190);
@@ -30,12 +29,11 @@ LR=${LR:-7e-5}
 DEVICE=${DEVICE:-cuda}
 PY=${PYTHON:-python3}
 [[ $PY == */* ]] && PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # relative to the start; keeps a venv link
-CONFIG=${CONFIG:+$(realpath "$CONFIG")}  # relative to where the script was started
 OUT=${OUT:?"set OUT to the folder the weights go to (the device machine sets it)"}
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
+CONFIG=$(realpath "${CONFIG:-$root/engines/configs/demo.json}")  # relative to where the script was started
 runs="$(mktemp -d)"
 cd "$root/engines/reference"
-CONFIG=${CONFIG:-$(realpath ../configs/demo.json)}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"

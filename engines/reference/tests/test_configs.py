@@ -81,3 +81,14 @@ def test_demo_config_uses_the_demo_tokenizer():
     assert cfg["vocab_size"] == tokenizer.vocab_size() == cfg["git_decoder"]["vocab_size"]
     assert (cfg["bos_token_id"], cfg["eos_token_id"], cfg["pad_token_id"]) == (tokenizer.BOS_ID, tokenizer.EOS_ID, 0)
     assert cfg["image_size"] == 224
+
+
+def test_with_fused_grid_moves_the_fused_grid_and_the_proposal_head_together():
+    cfg = configs.checked_in_config("demo")
+    g16 = configs.with_fused_grid(cfg, 16)
+    assert g16["feature_fusion"]["output_size"] == 16
+    assert (g16["proposal_head"]["grid_size"], g16["proposal_head"]["stride"]) == (16, 14)
+    assert cfg["feature_fusion"]["output_size"] == configs.DEMO_FUSED_GRID      # the input is not changed
+    assert configs.with_fused_grid(g16, configs.DEMO_FUSED_GRID) == cfg
+    with pytest.raises(ValueError, match="multiple"):
+        configs.with_fused_grid(cfg, 15)

@@ -14,7 +14,7 @@ CFG = json.loads((Path(__file__).resolve().parents[2] / "configs" / "demo.json")
 
 def test_demo_config_section():
     c = CFG["proposal_head"]
-    # the proposal head runs on the fused grid (14 x 14 since session 10: configs.DEMO_OVERRIDES)
+    # the proposal head runs on the fused grid (14 x 14 since session 10: configs.DEMO_FUSED_GRID)
     assert c["input_dim"] == 384 and c["grid_size"] == CFG["feature_fusion"]["output_size"] == 14
     assert c["stride"] * c["grid_size"] == CFG["image_size"] == 224
     assert (c["iou_threshold"], c["score_threshold"], c["max_detections"]) == (0.5, 0.05, 16)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixelllm_ref import data, train
+from pixelllm_ref import configs, data, train
 from test_train import TC, tiny_cfg
 
 
@@ -139,3 +139,12 @@ def test_warm_start_may_change_the_fused_grid_and_nothing_else(tmp_path):
     wider["git_decoder"]["num_layers"] += 1
     with pytest.raises(ValueError, match="beyond the fused grid"):
         train.train(tmp_path / "bad", train.TrainConfig(**TC), resume=False, cfg=wider, init_from=tmp_path / "a" / "ckpt.pt")
+
+
+def test_warm_start_without_a_config_keeps_the_architecture_of_its_weights(tmp_path):
+    """Without --config a warm start (a later stage of the same model) keeps its weights' config, so it cannot move
+    the fused grid back to engines/configs/demo.json's unasked."""
+    g = configs.with_fused_grid(tiny_cfg(), 14)
+    train.train(tmp_path / "a", train.TrainConfig(**{**TC, "steps": 1}), resume=False, cfg=g)
+    train.train(tmp_path / "b", train.TrainConfig(**{**TC, "steps": 1}), resume=False, init_from=tmp_path / "a" / "ckpt.pt")
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)["model_config"] == g
