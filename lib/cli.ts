@@ -307,9 +307,15 @@ async function run(args: CliArgs): Promise<void> {
   }
 }
 
+/** Is --help / -h among the options (before a `--` that ends them), with or without a command? */
+export function wantsHelp(argv: string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end < 0 ? argv : argv.slice(0, end)).some((a) => a === '--help' || a === '-h');
+}
+
 /** Runs the CLI; resolves with the exit code (0 ok, 1 failure, 2 usage). */
 export async function main(argv: string[]): Promise<number> {
-  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h') {
+  if (argv.length === 0 || wantsHelp(argv)) {
     process.stdout.write(USAGE + '\n');
     return argv.length === 0 ? 2 : 0;
   }

@@ -1,6 +1,6 @@
 import * as assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../lib';
-import { parseCli } from '../lib/cli';
+import { main, parseCli, wantsHelp } from '../lib/cli';
 
 describe('cli argument parsing', () => {
   it('parses each subcommand', () => {
@@ -38,5 +38,22 @@ describe('cli argument parsing', () => {
     ]) {
       assert.throws(() => parseCli(argv), InvalidArgumentError, argv.join(' '));
     }
+  });
+
+  it('takes --help / -h anywhere before `--` as a request for the usage (exit 0)', async () => {
+    assert.equal(wantsHelp(['eval', '--help']), true);
+    assert.equal(wantsHelp(['caption', 'a.png', '-h']), true);
+    assert.equal(wantsHelp(['--help']), true);
+    assert.equal(wantsHelp(['refer', 'a.png', '--', '-h']), false);
+    assert.equal(wantsHelp(['caption', 'a.png']), false);
+    const write = process.stdout.write;
+    let out = '';
+    process.stdout.write = ((chunk: string) => { out += chunk; return true; }) as typeof process.stdout.write;
+    try {
+      assert.equal(await main(['eval', '--help']), 0);
+    } finally {
+      process.stdout.write = write;
+    }
+    assert.match(out, /^usage: pixelllm/);
   });
 });
