@@ -1,6 +1,8 @@
 """Writes a benchmark model directory with seeded random weights (no trained weights needed).
 
     engines/reference/.venv/bin/python bench/make_model.py NAME OUT_DIR [--onnx]
+    engines/reference/.venv/bin/python bench/make_model.py NAME OUT_DIR --check   # exit 0: OUT_DIR is NAME's
+                                                                                  # architecture; 1: stale
 
 NAME:
   official-bert-reduced  engines/configs/official-bert.json with the SAME per-layer shapes (SAM ViT-H blocks
@@ -25,8 +27,6 @@ import copy
 import json
 import sys
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "engines" / "reference"))
@@ -62,12 +62,27 @@ def write_tokenizer(cfg: dict, out: Path) -> None:
         (out / "tokenizer.json").write_text(tokenizer.build_tokenizer_json())
 
 
+def is_current(name: str, out: Path) -> bool:
+    """Was `out` written for NAME's architecture as engines/configs/ defines it now? (A cached bench model of an
+    older config, e.g. the demo before its fused grid moved to 14 x 14, would otherwise be measured silently.)"""
+    try:
+        return json.loads((out / "config.json").read_text()) == bench_config(name)
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("name")
     ap.add_argument("out_dir")
     ap.add_argument("--onnx", action="store_true")
+    ap.add_argument("--check", action="store_true",
+                    help="only compare OUT_DIR/config.json with NAME's config: exit 0 equal, 1 missing or different")
     a = ap.parse_args(argv)
+    if a.check:
+        return 0 if is_current(a.name, Path(a.out_dir)) else 1
+    import torch
+
     torch.set_num_threads(1)
     from safetensors.torch import save_file
 

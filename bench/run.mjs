@@ -7,8 +7,8 @@
 //   npm run bench:smoke            (tiny model, one round, few tokens: the harness end to end, no assertions)
 //
 // See bench/README.md for the metrics, the targets and how to read the numbers.
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,8 +80,12 @@ function ensureBuilt(opts) {
 
 function ensureModel(opts, name) {
   const dir = path.join(BENCH, '.models', name);
-  if (!existsSync(path.join(dir, 'onnx/decoder_step.onnx'))) {
-    log(opts, `bench: writing ${dir} (seeded random weights + ONNX export; minutes for the large ones)`);
+  const written = existsSync(path.join(dir, 'onnx/decoder_step.onnx'));
+  // A model written for an older engines/configs/<name>.json is rewritten (make_model.py --check compares configs).
+  const current = written && spawnSync(PY, [path.join(BENCH, 'make_model.py'), name, dir, '--check']).status === 0;
+  if (!current) {
+    if (written) rmSync(dir, { recursive: true, force: true });
+    log(opts, `bench: writing ${dir} (seeded random weights + ONNX export; minutes for the large ones)${written ? '; the cached one was of an older config' : ''}`);
     execFileSync(PY, [path.join(BENCH, 'make_model.py'), name, dir, '--onnx'], { stdio: ['ignore', 'ignore', 'inherit'] });
   }
   return dir;
